@@ -1,0 +1,3 @@
+from twtrace.cli import main
+
+main()
