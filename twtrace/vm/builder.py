@@ -26,7 +26,7 @@ from twtrace.vm import cpio
 from twtrace.vm.cells import MIRROR, Cell
 
 # Bump when the layout of a built guest changes, so old caches are rebuilt.
-BUILD_VERSION = 6
+BUILD_VERSION = 7
 
 # Modules the initramfs loads, in any order (dependencies are resolved).
 BOOT_MODULES = ("virtio_pci", "virtio_mmio", "9pnet_virtio", "9p", "overlay",
@@ -41,7 +41,7 @@ APPLETS = ("sh ash ls cat sleep kill mkdir rm cp mv grep egrep sed awk head tail
            "usleep tty reset clear").split()
 
 # twtrace's pure-Python dependencies, installed for the guest's own Python.
-GUEST_PYDEPS = ("typer>=0.9", "rich>=12")
+GUEST_PYDEPS = ("typer>=0.9,<0.29", "rich>=12")
 
 
 def cache_root() -> Path:
@@ -255,7 +255,7 @@ def _precompile(cell: Cell, guest: Guest) -> None:
     warm = ("import bcc, argparse, ctypes, json, re, signal, subprocess, threading, "
             "base64, glob, termios, fcntl, platform, socket, selectors, tempfile, shutil, "
             "logging, multiprocessing, struct, errno, resource, sysconfig, "
-            "typer, click, rich.console, rich.table, rich.text, rich.live, rich.layout, "
+            "typer, rich.console, rich.table, rich.text, rich.live, rich.layout, "
             "rich.panel, rich.markup, rich.progress_bar, rich.traceback")
     with Machine(cell, guest=guest, writable_root=True) as vm:
         vm.run(["python3", "-c", warm], timeout=300).check()

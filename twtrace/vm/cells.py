@@ -38,7 +38,9 @@ ARCHES = {
         kernel_glob="boot/vmlinuz-*",
         # ACPI PCI interrupt-link setup costs ~0.7 s of boot under TCG; the
         # legacy PIRQ routing is instant and enough for virtio-pci.
-        kernel_args=("acpi=off", "8250.nr_uarts=1"),
+        # tsc=reliable: without ACPI there is no HPET, and a TSC the watchdog
+        # distrusts would leave jiffies (4 ms steps) as the clock.
+        kernel_args=("acpi=off", "8250.nr_uarts=1", "tsc=reliable"),
     ),
     "arm64": Arch(
         deb="arm64",

@@ -25,7 +25,7 @@ PORT_NAME = "org.twtrace.agent"
 MOUNTS = (  # (fstype, target); failures are ignored: not every kernel has every fs
     ("proc", "/proc"), ("sysfs", "/sys"), ("debugfs", "/sys/kernel/debug"),
     ("tracefs", "/sys/kernel/tracing"), ("bpf", "/sys/fs/bpf"), ("devpts", "/dev/pts"),
-    ("tmpfs", "/dev/shm"), ("tmpfs", "/tmp"), ("tmpfs", "/run"),
+    ("tmpfs", "/dev/shm"), ("tmpfs", "/run"),
 )
 
 

@@ -22,6 +22,8 @@ else
     $bb mount -t overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work overlay /newroot \
         || fail "cannot mount the overlay root"
 fi
+# /tmp before the shares: a shared directory may live under it (pytest's tmp_path).
+$bb mkdir -p /newroot/tmp && $bb mount -t tmpfs tmpfs /newroot/tmp
 stage2=
 for arg in $($bb cat /proc/cmdline); do
     case "$arg" in

@@ -1,0 +1,508 @@
+/* twtrace's kernel side (bcc).  See docs/format.md for what is measured.
+ *
+ * Compile-time switches, set by twtrace/loader.py:
+ *   TW_FENTRY      attach task_work_add/run with fentry/fexit, else kprobes
+ *   TW_EVENTS      send per-item events to user space
+ *   TW_RINGBUF     events through a BPF ring buffer, else a perf buffer
+ *   TW_FILTER      only trace tasks whose pid (tgid) or tid is in the filter maps
+ *   TW_FOLLOW      add forked children of filtered processes to the filter
+ *
+ * Items are keyed by the value of their callback_head pointer and never
+ * dereferenced once they may have run: many callbacks free their container.
+ */
+#include <uapi/linux/ptrace.h>
+#include <linux/sched.h>
+#include "twtrace.h"
+
+#define NOTIFY_MASK 0xff /* 6.12 OR-s TWAF_* flag bits into notify */
+
+BPF_HASH(inflight, u64, struct tw_item, 65536);
+BPF_HASH(tasks, u32, struct tw_task, 16384);
+BPF_HASH(aggs, struct tw_key, struct tw_agg, 32768);
+BPF_HASH(hists, struct tw_hkey, u64, 131072);
+BPF_HASH(pairs, struct tw_pair, struct tw_pair_val, 16384);
+BPF_HASH(funcs_seen, u64, u64, 4096);
+BPF_ARRAY(stats, u64, TW_ST_N);
+
+/* Per-thread state between an entry and its return. */
+struct add_call {
+	u64 work;
+	u64 func;
+	u64 ts;
+	u32 tid;
+	u32 pid;
+	u32 notify;
+	u32 pad;
+	char comm[TW_COMM_LEN];
+};
+struct run_call {
+	u64 ts;
+	u32 count;
+	u32 pad;
+};
+struct cb_call {
+	u64 ts;
+	u64 work;
+	u64 func;
+	u64 queue_ns;
+	u32 matched;
+	u32 pad;
+};
+struct cancel_call {
+	u64 task;
+	u64 cb;
+	u32 is_bool;
+	u32 pad;
+};
+BPF_HASH(add_calls, u32, struct add_call, 10240);
+BPF_HASH(run_calls, u32, struct run_call, 10240);
+BPF_HASH(cb_calls, u32, struct cb_call, 10240);
+BPF_HASH(cb_depth, u32, u32, 10240);
+BPF_HASH(cancel_calls, u32, struct cancel_call, 1024);
+
+#ifdef TW_FILTER
+BPF_HASH(filter_pids, u32, u8, 10240);
+BPF_HASH(filter_tids, u32, u8, 10240);
+#endif
+
+#ifdef TW_EVENTS
+#ifdef TW_RINGBUF
+BPF_RINGBUF_OUTPUT(events, TW_RINGBUF_PAGES);
+#else
+BPF_PERF_OUTPUT(events);
+#endif
+#endif
+
+static __always_inline void stat_inc(u32 slot)
+{
+	u64 *v = stats.lookup(&slot);
+	if (v)
+		__sync_fetch_and_add(v, 1);
+}
+
+/* Threads are keyed by tid; the idle tasks all have tid 0, one per CPU. */
+static __always_inline u32 thread_key(void)
+{
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	return tid ? tid : (0x80000000 | bpf_get_smp_processor_id());
+}
+
+static __always_inline int wanted(u32 tid, u32 pid)
+{
+#ifdef TW_FILTER
+	if (filter_pids.lookup(&pid) || filter_tids.lookup(&tid))
+		return 1;
+	return 0;
+#else
+	return 1;
+#endif
+}
+
+static __always_inline int wanted_current(void)
+{
+	u64 pt = bpf_get_current_pid_tgid();
+	return wanted((u32)pt, pt >> 32);
+}
+
+static __always_inline void emit(void *ctx, struct tw_event *ev)
+{
+#ifdef TW_EVENTS
+#ifdef TW_RINGBUF
+	if (events.ringbuf_output(ev, sizeof(*ev), 0) != 0)
+		stat_inc(TW_ST_LOST);
+#else
+	if (events.perf_submit(ctx, ev, sizeof(*ev)) != 0)
+		stat_inc(TW_ST_LOST);
+#endif
+#endif
+}
+
+static __always_inline u32 lat_bucket(u64 v)
+{
+	if (v < 16)
+		return v;
+	u32 msb = bpf_log2l(v) - 1;
+	return (msb - 3) * 16 + ((v >> (msb - 4)) & 15);
+}
+
+static __always_inline void hist_add(u32 tid, u64 func, u32 kind, u64 v)
+{
+	struct tw_hkey k = {.tid = tid, .kind = kind, .func = func, .bucket = lat_bucket(v)};
+	u64 zero = 0;
+	u64 *n = hists.lookup_or_try_init(&k, &zero);
+	if (n)
+		__sync_fetch_and_add(n, 1);
+	else
+		stat_inc(TW_ST_EVICTED);
+}
+
+static __always_inline struct tw_agg *agg_of(u32 tid, u64 func)
+{
+	struct tw_key k = {.tid = tid, .func = func};
+	struct tw_agg zero = {};
+	struct tw_agg *a = aggs.lookup_or_try_init(&k, &zero);
+	if (!a)
+		stat_inc(TW_ST_EVICTED);
+	return a;
+}
+
+static __always_inline struct tw_task *task_of(u32 tid, u32 pid, const char *comm)
+{
+	struct tw_task *t = tasks.lookup(&tid);
+	if (t)
+		return t;
+	struct tw_task init = {.pid = pid};
+	__builtin_memcpy(init.comm, comm, TW_COMM_LEN);
+	tasks.update(&tid, &init);
+	t = tasks.lookup(&tid);
+	if (!t)
+		stat_inc(TW_ST_EVICTED);
+	return t;
+}
+
+static __always_inline void max_update(u64 *slot, u64 v)
+{
+	if (v > *slot)
+		*slot = v;
+}
+
+/* ---- task_work_add ------------------------------------------------------ */
+
+static __always_inline int add_entry(struct task_struct *task, struct callback_head *work,
+				     u32 notify)
+{
+	struct add_call c = {};
+	bpf_probe_read_kernel(&c.tid, sizeof(c.tid), &task->pid);
+	bpf_probe_read_kernel(&c.pid, sizeof(c.pid), &task->tgid);
+	if (!wanted(c.tid, c.pid))
+		return 0;
+	c.ts = bpf_ktime_get_ns();
+	c.work = (u64)work;
+	c.notify = notify;
+	/* Safe: the item cannot have run before it is published. */
+	bpf_probe_read_kernel(&c.func, sizeof(c.func), &work->func);
+	bpf_probe_read_kernel_str(c.comm, sizeof(c.comm), task->comm);
+
+	u64 pt = bpf_get_current_pid_tgid();
+	/* Published now, confirmed at return: the target may run the item on
+	 * another CPU before task_work_add returns. */
+	struct tw_item it = {.ts = c.ts, .func = c.func, .tid = c.tid, .pid = c.pid,
+			     .adder_tid = (u32)pt, .adder_pid = pt >> 32};
+	if (inflight.update(&c.work, &it) != 0)
+		stat_inc(TW_ST_EVICTED);
+	struct tw_task *t = task_of(c.tid, c.pid, c.comm);
+	if (t)
+		__sync_fetch_and_add(&t->depth, 1);
+	u32 key = thread_key();
+	add_calls.update(&key, &c);
+	return 0;
+}
+
+static __always_inline int add_return(void *ctx, int ret)
+{
+	u32 key = thread_key();
+	struct add_call *c = add_calls.lookup(&key);
+	if (!c)
+		return 0;
+	u64 one = 1;
+	if (!funcs_seen.lookup(&c->func))
+		funcs_seen.update(&c->func, &one);
+	struct tw_agg *a = agg_of(c->tid, c->func);
+	struct tw_task *t = tasks.lookup(&c->tid);
+	if (a) {
+		__sync_fetch_and_add(&a->adds, 1);
+		if ((c->notify & NOTIFY_MASK) < 32)
+			a->notify_mask |= 1ULL << (c->notify & NOTIFY_MASK);
+		if (ret != 0)
+			__sync_fetch_and_add(&a->failed_adds, 1);
+	}
+	if (ret != 0) {
+		inflight.delete(&c->work);
+		if (t)
+			__sync_fetch_and_add(&t->depth, -1);
+	} else if (t && t->depth > t->max_depth) {
+		t->max_depth = t->depth;
+	}
+
+	u64 pt = bpf_get_current_pid_tgid();
+	struct tw_pair pk = {.adder_pid = pt >> 32, .tid = c->tid, .func = c->func};
+	struct tw_pair_val *pv = pairs.lookup(&pk);
+	if (!pv) {
+		struct tw_pair_val init = {};
+		bpf_get_current_comm(init.adder_comm, sizeof(init.adder_comm));
+		pairs.update(&pk, &init);
+		pv = pairs.lookup(&pk);
+	}
+	if (pv)
+		__sync_fetch_and_add(&pv->adds, 1);
+
+#ifdef TW_EVENTS
+	struct tw_event ev = {.kind = TW_EV_ADD, .ts = c->ts, .work = c->work, .func = c->func,
+			      .tid = c->tid, .pid = c->pid, .adder_tid = (u32)pt,
+			      .adder_pid = pt >> 32, .ret = ret, .notify = c->notify};
+	__builtin_memcpy(ev.comm, c->comm, TW_COMM_LEN);
+	bpf_get_current_comm(ev.adder_comm, sizeof(ev.adder_comm));
+	emit(ctx, &ev);
+#endif
+	add_calls.delete(&key);
+	return 0;
+}
+
+/* ---- task_work_run ------------------------------------------------------ */
+
+static __always_inline int run_entry(void)
+{
+	if (!wanted_current())
+		return 0;
+	u32 key = thread_key();
+	struct run_call r = {.ts = bpf_ktime_get_ns()};
+	run_calls.update(&key, &r);
+	/* Items added before this instant are all run (or were cancelled) by
+	 * this call: user space uses it to settle items of unprobed callbacks. */
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	struct tw_task *t = tasks.lookup(&tid);
+	if (t)
+		t->last_run_ts = r.ts;
+	return 0;
+}
+
+static __always_inline int run_return(void *ctx)
+{
+	u32 key = thread_key();
+	struct run_call *r = run_calls.lookup(&key);
+	if (!r)
+		return 0;
+	u64 now = bpf_ktime_get_ns();
+	u64 pt = bpf_get_current_pid_tgid();
+	u32 tid = (u32)pt;
+	if (r->count) {
+		struct tw_task *t = tasks.lookup(&tid);
+		if (t)
+			__sync_fetch_and_add(&t->runs, 1);
+#ifdef TW_EVENTS
+		struct tw_event ev = {.kind = TW_EV_RUN, .ts = r->ts, .dur_ns = now - r->ts,
+				      .tid = tid, .pid = pt >> 32, .count = r->count};
+		bpf_get_current_comm(ev.comm, sizeof(ev.comm));
+		emit(ctx, &ev);
+#endif
+	}
+	run_calls.delete(&key);
+	return 0;
+}
+
+/* ---- callbacks (kprobes attached per callback function by user space) --- */
+
+int cb_entry(struct pt_regs *ctx)
+{
+	u32 key = thread_key();
+	struct run_call *r = run_calls.lookup(&key);
+	if (!r) /* called directly, not as queued task_work */
+		return 0;
+	/* task_work_run calls callbacks one after another; a probed function
+	 * entered inside another one is a direct call (io_uring's handlers
+	 * inside tctx_task_work): not a queued item, and its return must not
+	 * end the outer callback. */
+	u32 zero = 0;
+	u32 *depth = cb_depth.lookup_or_try_init(&key, &zero);
+	if (!depth)
+		return 0;
+	if (*depth > 0) {
+		if (*depth < 64)
+			(*depth)++;
+		stat_inc(TW_ST_NESTED);
+		return 0;
+	}
+	*depth = 1;
+	struct cb_call c = {.ts = bpf_ktime_get_ns(), .work = PT_REGS_PARM1(ctx)};
+	struct tw_item *it = inflight.lookup(&c.work);
+	if (it) {
+		c.func = it->func;
+		c.queue_ns = c.ts - it->ts;
+		c.matched = 1;
+		u32 tid = it->tid;
+		inflight.delete(&c.work);
+		struct tw_task *t = tasks.lookup(&tid);
+		if (t)
+			__sync_fetch_and_add(&t->depth, -1);
+	} else {
+		/* Still valid: the callback has not started. */
+		bpf_probe_read_kernel(&c.func, sizeof(c.func), &((struct callback_head *)c.work)->func);
+		stat_inc(TW_ST_UNMATCHED);
+	}
+	r->count++;
+	cb_calls.update(&key, &c);
+	return 0;
+}
+
+int cb_return(struct pt_regs *ctx)
+{
+	u32 key = thread_key();
+	u32 *depth = cb_depth.lookup(&key);
+	if (!depth || *depth == 0)
+		return 0;
+	if (--(*depth) > 0)
+		return 0;
+	struct cb_call *c = cb_calls.lookup(&key);
+	if (!c)
+		return 0;
+	u64 now = bpf_ktime_get_ns();
+	u64 run = now - c->ts;
+	u64 pt = bpf_get_current_pid_tgid();
+	u32 tid = (u32)pt;
+	struct tw_agg *a = agg_of(tid, c->func);
+	if (a) {
+		__sync_fetch_and_add(&a->callbacks, 1);
+		__sync_fetch_and_add(&a->run_sum, run);
+		max_update(&a->run_max, run);
+		if (c->matched) {
+			__sync_fetch_and_add(&a->matched, 1);
+			__sync_fetch_and_add(&a->queue_sum, c->queue_ns);
+			max_update(&a->queue_max, c->queue_ns);
+		}
+	}
+	hist_add(tid, c->func, TW_H_RUN, run);
+	if (c->matched)
+		hist_add(tid, c->func, TW_H_QUEUE, c->queue_ns);
+	if (!tasks.lookup(&tid)) {
+		char comm[TW_COMM_LEN];
+		bpf_get_current_comm(comm, sizeof(comm));
+		task_of(tid, pt >> 32, comm);
+	}
+#ifdef TW_EVENTS
+	struct tw_event ev = {.kind = TW_EV_CALLBACK, .ts = c->ts, .work = c->work,
+			      .func = c->func, .queue_ns = c->queue_ns, .dur_ns = run,
+			      .tid = tid, .pid = pt >> 32, .flags = c->matched ? TW_CB_MATCHED : 0};
+	bpf_get_current_comm(ev.comm, sizeof(ev.comm));
+	emit(ctx, &ev);
+#endif
+	cb_calls.delete(&key);
+	return 0;
+}
+
+/* ---- cancel variants ----------------------------------------------------
+ * Which exist, and whether task_work_cancel returns the item or a bool, is
+ * detected by user space.  Variants call each other; only the outermost
+ * call of a thread counts. */
+
+static __always_inline int cancel_entry(struct task_struct *task, u64 cb, u32 is_bool)
+{
+	u32 key = thread_key();
+	if (cancel_calls.lookup(&key))
+		return 0;
+	struct cancel_call c = {.task = (u64)task, .cb = cb, .is_bool = is_bool};
+	cancel_calls.update(&key, &c);
+	return 0;
+}
+
+int cancel_ptr_entry(struct pt_regs *ctx)
+{
+	return cancel_entry((struct task_struct *)PT_REGS_PARM1(ctx), 0, 0);
+}
+
+int cancel_bool_entry(struct pt_regs *ctx)
+{
+	return cancel_entry((struct task_struct *)PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx), 1);
+}
+
+int cancel_return(struct pt_regs *ctx)
+{
+	u32 key = thread_key();
+	struct cancel_call *c = cancel_calls.lookup(&key);
+	if (!c)
+		return 0;
+	u64 ret = PT_REGS_RC(ctx);
+	u64 work = c->is_bool ? ((ret & 0xff) ? c->cb : 0) : ret;
+	struct task_struct *task = (struct task_struct *)c->task;
+	cancel_calls.delete(&key);
+	if (!work)
+		return 0;
+	u32 tid = 0, pid = 0;
+	bpf_probe_read_kernel(&tid, sizeof(tid), &task->pid);
+	bpf_probe_read_kernel(&pid, sizeof(pid), &task->tgid);
+	if (!wanted(tid, pid))
+		return 0;
+	u64 func = 0;
+	struct tw_item *it = inflight.lookup(&work);
+	if (it) {
+		func = it->func;
+		inflight.delete(&work);
+		struct tw_task *t = tasks.lookup(&tid);
+		if (t)
+			__sync_fetch_and_add(&t->depth, -1);
+	} else {
+		/* Unlinked, not run: still owned by the canceller. */
+		bpf_probe_read_kernel(&func, sizeof(func), &((struct callback_head *)work)->func);
+	}
+	struct tw_agg *a = agg_of(tid, func);
+	if (a)
+		__sync_fetch_and_add(&a->cancels, 1);
+#ifdef TW_EVENTS
+	struct tw_event ev = {.kind = TW_EV_CANCEL, .ts = bpf_ktime_get_ns(), .work = work,
+			      .func = func, .tid = tid, .pid = pid};
+	bpf_probe_read_kernel_str(ev.comm, sizeof(ev.comm), task->comm);
+	emit(ctx, &ev);
+#endif
+	return 0;
+}
+
+/* ---- following a command's process tree --------------------------------- */
+
+#ifdef TW_FOLLOW
+TRACEPOINT_PROBE(sched, sched_process_fork)
+{
+	u32 parent = args->parent_pid, child = args->child_pid;
+	u64 pt = bpf_get_current_pid_tgid();
+	u32 ppid = pt >> 32;
+	u8 one = 1;
+	/* parent_pid is the forking thread; follow whole processes. */
+	if (filter_pids.lookup(&ppid) || filter_tids.lookup(&parent))
+		filter_pids.update(&child, &one);
+	return 0;
+}
+#endif
+
+/* ---- attachment of task_work_add / task_work_run ------------------------ */
+
+#ifdef TW_FENTRY
+KFUNC_PROBE(task_work_add, struct task_struct *task, struct callback_head *work, int notify)
+{
+	return add_entry(task, work, (u32)notify);
+}
+
+KRETFUNC_PROBE(task_work_add, struct task_struct *task, struct callback_head *work, int notify,
+	       int ret)
+{
+	return add_return(ctx, ret);
+}
+
+KFUNC_PROBE(task_work_run)
+{
+	return run_entry();
+}
+
+KRETFUNC_PROBE(task_work_run)
+{
+	return run_return(ctx);
+}
+#else
+int add_kprobe(struct pt_regs *ctx)
+{
+	return add_entry((struct task_struct *)PT_REGS_PARM1(ctx),
+			 (struct callback_head *)PT_REGS_PARM2(ctx), (u32)PT_REGS_PARM3(ctx));
+}
+
+int add_kretprobe(struct pt_regs *ctx)
+{
+	return add_return(ctx, (int)PT_REGS_RC(ctx));
+}
+
+int run_kprobe(struct pt_regs *ctx)
+{
+	return run_entry();
+}
+
+int run_kretprobe(struct pt_regs *ctx)
+{
+	return run_return(ctx);
+}
+#endif

@@ -1,0 +1,331 @@
+"""The only module that talks to bcc: compiles bpf/twtrace.bpf.c, attaches
+it, and turns maps and events into plain Python values for the model.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+from twtrace.errors import UserError
+from twtrace.kernel import Kallsyms, kernel_headers_dir
+
+BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
+if not (BPF_DIR / "twtrace.bpf.c").exists():  # installed as package data
+    BPF_DIR = Path(__file__).resolve().parent / "bpf"
+
+# Callbacks known to be queued as task_work somewhere between 4.14 and 7.x.
+# Those present are probed before tracing starts, so their first items are
+# timed exactly; others are probed as soon as an add reveals them.
+KNOWN_CALLBACKS = (
+    "____fput", "__cleanup_mnt", "delayed_mntput", "tctx_task_work", "create_worker_cb",
+    "create_worker_cont", "task_numa_work", "task_mm_cid_work", "posix_cpu_timers_work",
+    "key_change_session_keyring", "perf_pending_task", "perf_pending_task_sigtrap",
+    "unwind_deferred_task_work", "bpf_task_work_callback", "dup_xol_work",
+    "irq_thread_dtor", "restrict_one_thread_callback", "__report_access", "kill_me_now",
+    "kill_me_maybe", "kill_me_never", "binder_do_fd_close", "move_myself",
+    "io_req_task_submit", "io_poll_task_func", "io_req_task_cancel", "io_req_task_complete",
+    "io_apoll_task_func", "io_queue_async_work", "ghes_kick_task_work",
+)
+
+TW_ST = {"lost": 0, "evicted": 1, "unmatched": 2, "nested": 3}
+EV_KINDS = {1: "add", 2: "callback", 3: "cancel", 4: "run"}
+
+
+def import_bcc():
+    try:
+        import bcc  # noqa: F401  (the distro's python3-bpfcc / python3-bcc)
+    except ImportError:
+        raise UserError("bcc is not importable by this Python: install the distro's package "
+                        "(Debian/Ubuntu: apt-get install python3-bpfcc; Fedora: dnf install "
+                        "python3-bcc) and run twtrace with that Python (scripts/setup does this)")
+    return bcc
+
+
+@dataclass
+class TraceConfig:
+    probe_mode: str = "auto"  # auto | kprobe | fentry
+    events: bool = False
+    pids: List[int] = field(default_factory=list)
+    tids: List[int] = field(default_factory=list)
+    follow: bool = False  # add forked children of traced processes
+    ringbuf_pages: int = 256
+
+
+@dataclass
+class Features:
+    probe_mode: str = ""
+    probe_mode_reason: str = ""
+    ringbuf: bool = False
+    cancel: List[str] = field(default_factory=list)
+    cancel_bool: bool = False
+    callbacks_probed: List[str] = field(default_factory=list)
+    callbacks_unprobed: Dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"probe_mode_reason": self.probe_mode_reason, "ringbuf": self.ringbuf,
+                "cancel": self.cancel, "cancel_returns_bool": self.cancel_bool,
+                "callbacks_probed": sorted(self.callbacks_probed),
+                "callbacks_unprobed": dict(self.callbacks_unprobed)}
+
+
+def _cancel_is_bool(syms: Kallsyms) -> bool:
+    """6.11 renamed task_work_cancel to _func and reused the name for a
+    bool-returning variant: read the running kernel's own header."""
+    rel = os.uname().release
+    for d in ("source", "build"):
+        try:
+            text = Path(f"/lib/modules/{rel}/{d}/include/linux/task_work.h").read_text()
+        except OSError:
+            continue
+        return re.search(r"\bbool\s+task_work_cancel\s*\(", text) is not None
+    return "task_work_cancel_func" in syms
+
+
+def _ev_dict(ev) -> dict:
+    return {"kind": EV_KINDS.get(ev.kind, "?"), "ts": ev.ts, "work": ev.work, "func": ev.func,
+            "queue_ns": ev.queue_ns, "dur_ns": ev.dur_ns, "tid": ev.tid, "pid": ev.pid,
+            "adder_tid": ev.adder_tid, "adder_pid": ev.adder_pid, "ret": ev.ret,
+            "notify": ev.notify, "count": ev.count, "flags": ev.flags,
+            "comm": ev.comm.decode(errors="replace"),
+            "adder_comm": ev.adder_comm.decode(errors="replace")}
+
+
+class Loader:
+    def __init__(self, cfg: TraceConfig):
+        self.cfg = cfg
+        self.bpf = None
+        self.syms = Kallsyms.load()
+        self.features = Features()
+        self.lost_perf = 0
+        self._on_event: Optional[Callable[[dict], None]] = None
+        self._attached_cb: Dict[int, str] = {}
+        self._failed_cb: Dict[int, str] = {}
+
+    # -- setup -------------------------------------------------------------
+    def _cflags(self, fentry: bool) -> list:
+        flags = [f"-I{BPF_DIR}", f"-DTW_RINGBUF_PAGES={self.cfg.ringbuf_pages}"]
+        if fentry:
+            flags.append("-DTW_FENTRY")
+        if self.cfg.events:
+            flags.append("-DTW_EVENTS")
+            if self.features.ringbuf:
+                flags.append("-DTW_RINGBUF")
+        if self.cfg.pids or self.cfg.tids:
+            flags.append("-DTW_FILTER")
+        if self.cfg.follow:
+            flags.append("-DTW_FOLLOW")
+        return flags
+
+    def _compile(self, fentry: bool):
+        bcc = import_bcc()
+        text = (BPF_DIR / "twtrace.bpf.c").read_text()
+        try:
+            return bcc.BPF(text=text, cflags=self._cflags(fentry))
+        except Exception as e:  # bcc raises bare Exceptions for compile/load/attach
+            raise self._explain(e, "compile the BPF program")
+
+    def _explain(self, e: Exception, doing: str) -> UserError:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        rel = os.uname().release
+        if "kernel headers" in str(e).lower() or "linux/sched.h" in str(e) or not kernel_headers_dir():
+            return UserError(f"cannot {doing}: kernel headers for {rel} not found "
+                             f"(Debian/Ubuntu: apt-get install linux-headers-{rel}; "
+                             f"Fedora: dnf install kernel-devel-{rel})")
+        return UserError(f"cannot {doing}: {msg}")
+
+    def start(self) -> Features:
+        for fn in ("task_work_add", "task_work_run"):
+            if fn not in self.syms:
+                raise UserError(f"this kernel has no {fn} in /proc/kallsyms: nothing to trace")
+        f = self.features
+        f.ringbuf = self.syms.has_any("bpf_ringbuf_output", "ringbuf_map_alloc")
+        mode = self.cfg.probe_mode
+        if mode not in ("auto", "kprobe", "fentry"):
+            raise UserError(f"--probe-mode must be auto, kprobe or fentry, not {mode!r}")
+        if mode in ("auto", "fentry"):
+            ok, why = self._kfunc_supported()
+            if ok:
+                try:
+                    self.bpf = self._compile(fentry=True)
+                    f.probe_mode, f.probe_mode_reason = "fentry", "fentry/fexit supported"
+                except UserError as e:
+                    if mode == "fentry":
+                        raise
+                    why = f"fentry attach failed ({e})"
+            elif mode == "fentry":
+                raise UserError(f"--probe-mode fentry: {why}")
+            if self.bpf is None:
+                f.probe_mode_reason = f"kprobes used: {why}"
+        else:
+            f.probe_mode_reason = "kprobes asked for"
+        if self.bpf is None:
+            self.bpf = self._compile(fentry=False)
+            f.probe_mode = "kprobe"
+            self._attach_kprobes()
+        self._seed_filters()
+        self._attach_cancel()
+        for name in KNOWN_CALLBACKS:
+            addr = self.syms.addr(name)
+            if addr:
+                self._attach_callback(addr, name)
+        if self.cfg.events:
+            self._open_events()
+        return f
+
+    def _kfunc_supported(self):
+        bcc = import_bcc()
+        try:
+            if not bcc.BPF.support_kfunc():
+                return False, "this kernel or bcc has no fentry/fexit support (bcc support_kfunc)"
+        except Exception as e:
+            return False, f"fentry support unknown ({e})"
+        return True, ""
+
+    def _attach_kprobes(self):
+        b = self.bpf
+        try:
+            b.attach_kprobe(event="task_work_add", fn_name="add_kprobe")
+            b.attach_kretprobe(event="task_work_add", fn_name="add_kretprobe", maxactive=64)
+            b.attach_kprobe(event="task_work_run", fn_name="run_kprobe")
+            # Callbacks sleep inside task_work_run: allow many concurrent instances.
+            b.attach_kretprobe(event="task_work_run", fn_name="run_kretprobe", maxactive=256)
+        except Exception as e:
+            raise self._explain_attach(e)
+
+    def _explain_attach(self, e: Exception) -> UserError:
+        return UserError(f"cannot attach kprobes to task_work_add/task_work_run: "
+                         f"{str(e).strip() or type(e).__name__} (does this kernel have "
+                         f"CONFIG_KPROBES? run 'twtrace doctor')")
+
+    def _seed_filters(self):
+        one = ctypes.c_uint8(1)
+        for mapname, ids in (("filter_pids", self.cfg.pids), ("filter_tids", self.cfg.tids)):
+            if ids:
+                m = self.bpf[mapname]
+                for i in ids:
+                    m[m.Key(i)] = one
+
+    def add_pid(self, pid: int) -> None:
+        m = self.bpf["filter_pids"]
+        m[m.Key(pid)] = ctypes.c_uint8(1)
+
+    def _attach_cancel(self):
+        f = self.features
+        f.cancel_bool = _cancel_is_bool(self.syms)
+        for name in ("task_work_cancel_match", "task_work_cancel_func", "task_work_cancel"):
+            if name not in self.syms:
+                continue
+            entry = "cancel_bool_entry" if (name == "task_work_cancel" and f.cancel_bool) \
+                else "cancel_ptr_entry"
+            try:
+                self.bpf.attach_kprobe(event=name, fn_name=entry)
+                self.bpf.attach_kretprobe(event=name, fn_name="cancel_return", maxactive=64)
+                f.cancel.append(name)
+            except Exception:
+                pass  # counted as not traced; shown in the header's features
+
+    def _attach_callback(self, addr: int, name: str) -> bool:
+        if addr in self._attached_cb or addr in self._failed_cb:
+            return addr in self._attached_cb
+        try:
+            self.bpf.attach_kprobe(event=name, fn_name="cb_entry")
+            self.bpf.attach_kretprobe(event=name, fn_name="cb_return", maxactive=256)
+        except Exception as e:
+            self._failed_cb[addr] = name
+            self.features.callbacks_unprobed[name] = str(e).strip().splitlines()[0] if str(e) else "attach failed"
+            return False
+        self._attached_cb[addr] = name
+        self.features.callbacks_probed.append(name)
+        return True
+
+    def probe_new_callbacks(self) -> List[str]:
+        """Attach to callback functions first seen in an add since the last call."""
+        new = []
+        for k, _ in self.bpf["funcs_seen"].items():
+            addr = k.value
+            if addr in self._attached_cb or addr in self._failed_cb:
+                continue
+            name = self.syms.name(addr)
+            if name is None:
+                self._failed_cb[addr] = hex(addr)
+                self.features.callbacks_unprobed[hex(addr)] = "no symbol"
+                continue
+            if self._attach_callback(addr, name):
+                new.append(name)
+        return new
+
+    def probed(self, addr: int) -> bool:
+        return addr in self._attached_cb
+
+    # -- events ------------------------------------------------------------
+    def _open_events(self):
+        table = self.bpf["events"]
+
+        def handle(*args):
+            data = args[1] if len(args) == 2 else args[1]
+            if self._on_event:
+                self._on_event(_ev_dict(table.event(data)))
+
+        def lost(count):
+            self.lost_perf += count
+
+        if self.features.ringbuf:
+            table.open_ring_buffer(lambda ctx, data, size: handle(ctx, data))
+        else:
+            table.open_perf_buffer(lambda cpu, data, size: handle(cpu, data),
+                                   page_cnt=64, lost_cb=lost)
+
+    def on_event(self, fn: Callable[[dict], None]) -> None:
+        self._on_event = fn
+
+    def poll(self, timeout_ms: int) -> None:
+        if not self.cfg.events:
+            return
+        if self.features.ringbuf:
+            self.bpf.ring_buffer_poll(timeout_ms)
+        else:
+            self.bpf.perf_buffer_poll(timeout_ms)
+
+    # -- maps --------------------------------------------------------------
+    def read(self) -> dict:
+        """Everything the model needs, as plain values."""
+        b = self.bpf
+        tasks = {k.value: {"pid": v.pid, "comm": v.comm.decode(errors="replace"),
+                           "depth": v.depth, "max_depth": v.max_depth, "runs": v.runs,
+                           "last_run_ts": v.last_run_ts}
+                 for k, v in b["tasks"].items()}
+        aggs = {(k.tid, k.func): {n: getattr(v, n) for n in (
+            "adds", "failed_adds", "cancels", "callbacks", "matched", "queue_sum",
+            "queue_max", "run_sum", "run_max", "notify_mask")}
+            for k, v in b["aggs"].items()}
+        hists: Dict[tuple, Dict[int, int]] = {}
+        for k, v in b["hists"].items():
+            hists.setdefault((k.tid, k.func, k.kind), {})[k.bucket] = v.value
+        pairs = {(k.adder_pid, k.tid, k.func): {"adds": v.adds,
+                                                 "adder_comm": v.adder_comm.decode(errors="replace")}
+                 for k, v in b["pairs"].items()}
+        stats = b["stats"]
+        st = {name: stats[stats.Key(i)].value for name, i in TW_ST.items()}
+        st["lost"] += self.lost_perf
+        return {"tasks": tasks, "aggs": aggs, "hists": hists, "pairs": pairs, "stats": st}
+
+    def inflight(self) -> Dict[int, dict]:
+        return {k.value: {"ts": v.ts, "func": v.func, "tid": v.tid, "pid": v.pid}
+                for k, v in self.bpf["inflight"].items()}
+
+    def forget_items(self, works: List[int]) -> None:
+        m = self.bpf["inflight"]
+        for w in works:
+            try:
+                del m[m.Key(w)]
+            except KeyError:
+                pass
+
+    def close(self) -> None:
+        if self.bpf is not None:
+            self.bpf.cleanup()
+            self.bpf = None
