@@ -1,0 +1,72 @@
+"""The VM fixture: one guest booted per session (per cell), shared by the
+tests, restarted if a test leaves it dead. The session's temporary directory
+is shared with the guest at the same path, so tmp_path works on both sides."""
+import os
+import shutil
+
+import pytest
+
+from twtrace.errors import UserError
+from twtrace.vm import builder, cells
+from twtrace.vm.machine import Machine, VMError
+
+CI = bool(os.environ.get("TWTRACE_CI") or os.environ.get("CI"))
+
+
+def _cant_run(reason):
+    if CI:
+        pytest.fail(f"VM unavailable in CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def cell(request):
+    try:
+        return cells.find_cell(request.config.getoption("--vm-kernel"),
+                               request.config.getoption("--vm-arch"))
+    except UserError as e:
+        pytest.fail(str(e), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def guest(cell):
+    if not shutil.which(cell.arch_info.qemu):
+        _cant_run(f"{cell.arch_info.qemu} not installed (scripts/setup installs it)")
+    if os.geteuid() != 0 and not os.access(builder.cache_root().parent, os.W_OK):
+        _cant_run(f"cannot write the guest cache {builder.cache_root()} (run as root)")
+    try:
+        return builder.build(cell)
+    except UserError as e:
+        _cant_run(f"cannot build guest {cell.name}: {e}")
+
+
+class _Session:
+    def __init__(self, cell, guest, share):
+        self.cell, self.guest, self.share = cell, guest, share
+        self.machine = None
+
+    def get(self):
+        if self.machine is None or not self.machine.alive:
+            if self.machine is not None:
+                self.machine.cleanup()
+            self.machine = Machine(self.cell, guest=self.guest, shares=[self.share],
+                                   memory_mb=1024)
+            try:
+                self.machine.start()
+            except VMError as e:
+                _cant_run(str(e))
+        return self.machine
+
+
+@pytest.fixture(scope="session")
+def vm_session(cell, guest, tmp_path_factory):
+    s = _Session(cell, guest, str(tmp_path_factory.getbasetemp()))
+    yield s
+    if s.machine:
+        s.machine.cleanup()
+
+
+@pytest.fixture
+def vm(vm_session):
+    """A running guest (booted once per session)."""
+    return vm_session.get()
