@@ -223,6 +223,8 @@ static __always_inline int add_return(void *ctx, int ret)
 	} else if (t && t->depth > t->max_depth) {
 		t->max_depth = t->depth;
 	}
+	if (t) /* the name it has now: exec changes it after the first add */
+		__builtin_memcpy(t->comm, c->comm, TW_COMM_LEN);
 
 	u64 pt = bpf_get_current_pid_tgid();
 	struct tw_pair pk = {.adder_pid = pt >> 32, .tid = c->tid, .func = c->func};

@@ -36,6 +36,47 @@ def doctor(json_out: bool = typer.Option(False, "--json", help="Print the checks
     raise typer.Exit(doc.main(json_out=json_out))
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
+def record(ctx: typer.Context,
+           output: str = typer.Option(..., "-o", "--output", help="File to write, or - for stdout."),
+           duration: Optional[float] = typer.Option(None, "--duration", "-d",
+                                                    help="Stop after this many seconds."),
+           interval: Optional[float] = typer.Option(None, "--interval", "-i",
+                                                    help="Also write aggregates every this many seconds."),
+           events: bool = typer.Option(False, "--events", help="Write one line per add, callback, "
+                                                               "cancel and run."),
+           pid: List[int] = typer.Option([], "-p", "--pid", help="Trace this process (repeatable)."),
+           tid: List[int] = typer.Option([], "-t", "--tid", help="Trace this thread (repeatable)."),
+           comm: Optional[str] = typer.Option(None, "--comm", help="Only tasks whose name matches "
+                                                                  "this regular expression."),
+           probe_mode: str = typer.Option("auto", "--probe-mode",
+                                          help="auto, kprobe or fentry.")) -> None:
+    """Trace task_work and write JSON Lines: twtrace record -o FILE [-- COMMAND ARGS...]"""
+    from twtrace import record as rec
+
+    opts = rec.RecordOptions(output=output, duration=duration, interval=interval, events=events,
+                             pids=list(pid), tids=list(tid), comm=comm, command=list(ctx.args),
+                             probe_mode=probe_mode)
+    raise typer.Exit(rec.run(opts))
+
+
+@app.command()
+def report(file: str = typer.Argument(..., help="A recording made by twtrace record."),
+           top: int = typer.Option(10, "--top", help="Rows per table (0 = all)."),
+           histograms: int = typer.Option(3, "--histograms", help="Callbacks to draw histograms for.")) -> None:
+    """Per-task and per-callback tables with percentiles, and latency histograms."""
+    from rich.console import Console
+
+    from twtrace.recordfile import RecordError, read_record
+    from twtrace.report import render_report
+
+    try:
+        rec = read_record(file, keep_events=False)
+    except RecordError as e:
+        raise UserError(str(e))
+    render_report(rec, Console(), top=top or None, histograms=histograms)
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def vm(ctx: typer.Context,
        kernel: Optional[str] = typer.Option(None, "--kernel", "-k",
@@ -50,6 +91,17 @@ def vm(ctx: typer.Context,
     from twtrace.vm import cli as vmcli
 
     raise typer.Exit(vmcli.main(ctx.args, kernel, arch, memory, rebuild, list_cells))
+
+
+@app.command("try")
+def try_(duration: float = typer.Option(10.0, "--duration", "-d", help="Seconds to trace."),
+         kernel: Optional[str] = typer.Option(None, "--kernel", help="Guest kernel if this host "
+                                                                     "cannot trace.")) -> None:
+    """Trace this host for a few seconds and show the report; on a host that
+    cannot trace, say why and do the same in a guest VM with a demo workload."""
+    from twtrace import quick
+
+    raise typer.Exit(quick.main(duration, kernel))
 
 
 def main() -> None:

@@ -114,7 +114,7 @@ class Loader:
             flags.append("-DTW_EVENTS")
             if self.features.ringbuf:
                 flags.append("-DTW_RINGBUF")
-        if self.cfg.pids or self.cfg.tids:
+        if self.cfg.pids or self.cfg.tids or self.cfg.follow:
             flags.append("-DTW_FILTER")
         if self.cfg.follow:
             flags.append("-DTW_FOLLOW")
@@ -312,6 +312,10 @@ class Loader:
         st = {name: stats[stats.Key(i)].value for name, i in TW_ST.items()}
         st["lost"] += self.lost_perf
         return {"tasks": tasks, "aggs": aggs, "hists": hists, "pairs": pairs, "stats": st}
+
+    def read_lost(self) -> int:
+        stats = self.bpf["stats"]
+        return stats[stats.Key(TW_ST["lost"])].value + self.lost_perf
 
     def inflight(self) -> Dict[int, dict]:
         return {k.value: {"ts": v.ts, "func": v.func, "tid": v.tid, "pid": v.pid}

@@ -257,8 +257,7 @@ class Machine:
         spec.write_text(json.dumps({
             "argv": argv, "cwd": cwd, "tty": self.cell.arch_info.console,
             "term": os.environ.get("TERM", "vt100"), "rows": size.lines, "cols": size.columns}))
-        serial = ["-serial", "stdio"] if sys.stdin.isatty() else ["-serial", "stdio"]
-        argv_q = self._qemu_argv("cmd", spec, serial)
+        serial = ["-serial", "stdio"]
         self.shares.append(self.workdir)
         argv_q = self._qemu_argv("cmd", spec, serial)
         proc = subprocess.run(argv_q)

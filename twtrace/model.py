@@ -1,0 +1,175 @@
+"""The pure model: turns what the loader read from the kernel into the
+record format's lines (docs/format.md). No bcc, no terminal: unit-tested
+without root.
+
+`raw` is the loader's read(): tasks {tid: {...}}, aggs {(tid, func): {...}},
+hists {(tid, func, kind): {bucket: count}}, pairs {(adder_pid, tid, func):
+{...}}, stats {...}. `name(addr)` resolves a callback address to a symbol.
+"""
+from __future__ import annotations
+
+import re
+from typing import Callable, Dict, Iterable, List, Optional
+
+from twtrace.hist import Histogram
+
+NOTIFY_NAMES = {0: "none", 1: "resume", 2: "signal", 3: "signal_no_ipi", 4: "nmi_current"}
+QUEUE, RUN = 0, 1
+TOP_ADDERS = 5
+
+
+def notify_name(raw: int) -> str:
+    # 6.12 ORs flag bits (TWAF_NO_ALLOC = 0x100) into the mode.
+    mode = raw & 0xFF
+    return NOTIFY_NAMES.get(mode, f"unknown({mode})")
+
+
+def hexaddr(v: int) -> str:
+    return f"0x{v:x}"
+
+
+def _latency(hist: Histogram, max_ns: int, sum_ns: int) -> dict:
+    return hist.summary(max_ns=max_ns if hist.count else None, sum_ns=sum_ns)
+
+
+class Snapshotter:
+    """Builds snapshot/task/func lines from raw kernel state."""
+
+    def __init__(self, name: Callable[[int], Optional[str]], probed: Callable[[int], bool],
+                 comm: Optional[str] = None):
+        self.name = name
+        self.probed = probed
+        self.comm_re = re.compile(comm) if comm else None
+
+    def fname(self, addr: int) -> str:
+        return self.name(addr) or hexaddr(addr)
+
+    def _task_wanted(self, comm: str) -> bool:
+        return self.comm_re is None or bool(self.comm_re.search(comm))
+
+    def lines(self, raw: dict, ts_ns: int, seq: int, final: bool) -> List[dict]:
+        tasks = raw["tasks"]
+        keep = {tid for tid, t in tasks.items() if self._task_wanted(t["comm"])}
+        aggs = {k: v for k, v in raw["aggs"].items() if k[0] in keep}
+        hists = {k: Histogram(v) for k, v in raw["hists"].items() if k[0] in keep}
+        out = [{"type": "snapshot", "ts_ns": ts_ns, "seq": seq, "final": final}]
+        out += self._task_lines(tasks, keep, aggs, hists)
+        out += self._func_lines(tasks, aggs, hists, raw["pairs"], keep)
+        return out
+
+    def _task_lines(self, tasks, keep, aggs, hists) -> List[dict]:
+        by_tid: Dict[int, List[tuple]] = {}
+        for (tid, func), a in aggs.items():
+            by_tid.setdefault(tid, []).append((func, a))
+        rows = []
+        for tid in sorted(keep):
+            t = tasks[tid]
+            parts = by_tid.get(tid, [])
+            q, r = Histogram(), Histogram()
+            for func, _ in parts:
+                q.merge(hists.get((tid, func, QUEUE), Histogram()))
+                r.merge(hists.get((tid, func, RUN), Histogram()))
+            busiest = max(parts, key=lambda p: (p[1]["callbacks"], p[1]["adds"]), default=None)
+            rows.append({
+                "type": "task", "tid": tid, "pid": t["pid"], "comm": t["comm"],
+                **_sums(a for _, a in parts),
+                "runs": t["runs"], "depth": max(0, t["depth"]), "max_depth": t["max_depth"],
+                "queue_ns": _latency(q, max((a["queue_max"] for _, a in parts), default=0),
+                                     sum(a["queue_sum"] for _, a in parts)),
+                "run_ns": _latency(r, max((a["run_max"] for _, a in parts), default=0),
+                                   sum(a["run_sum"] for _, a in parts)),
+                "busiest": self.fname(busiest[0]) if busiest else None,
+            })
+        return rows
+
+    def _func_lines(self, tasks, aggs, hists, pairs, keep) -> List[dict]:
+        by_func: Dict[int, List[tuple]] = {}
+        for (tid, func), a in aggs.items():
+            by_func.setdefault(func, []).append((tid, a))
+        rows = []
+        for func in sorted(by_func, key=self.fname):
+            parts = by_func[func]
+            q, r = Histogram(), Histogram()
+            for tid, _ in parts:
+                q.merge(hists.get((tid, func, QUEUE), Histogram()))
+                r.merge(hists.get((tid, func, RUN), Histogram()))
+            adders = sorted(((k, v) for k, v in pairs.items() if k[2] == func and k[1] in keep),
+                            key=lambda kv: -kv[1]["adds"])[:TOP_ADDERS]
+            rows.append({
+                "type": "func", "func": self.fname(func), **_sums(a for _, a in parts),
+                "queue_ns": _latency(q, max(a["queue_max"] for _, a in parts),
+                                     sum(a["queue_sum"] for _, a in parts)),
+                "run_ns": _latency(r, max(a["run_max"] for _, a in parts),
+                                   sum(a["run_sum"] for _, a in parts)),
+                "probed": self.probed(func),
+                "notify": [notify_name(m) for m in range(32)
+                           if any(a["notify_mask"] >> m & 1 for _, a in parts)],
+                "adders": [{"adder_pid": k[0], "adder_comm": v["adder_comm"], "tid": k[1],
+                            "comm": tasks.get(k[1], {}).get("comm", "?"), "adds": v["adds"]}
+                           for k, v in adders],
+            })
+        return rows
+
+
+def _sums(aggs: Iterable[dict]) -> dict:
+    s = {"adds": 0, "failed_adds": 0, "cancels": 0, "callbacks": 0}
+    for a in aggs:
+        for k in s:
+            s[k] += a[k]
+    return s
+
+
+def summary_line(task_lines: List[dict], stats: dict, duration_ns: int, interrupted: bool,
+                 exit_status: Optional[int]) -> dict:
+    s = _sums(t for t in task_lines if t["type"] == "task")
+    return {"type": "summary", "duration_ns": duration_ns, "items": s["adds"] - s["failed_adds"],
+            **s, "lost_events": stats["lost"], "evicted": stats["evicted"],
+            "unmatched": stats["unmatched"], "interrupted": interrupted,
+            "exit_status": exit_status, "complete": True}
+
+
+def event_line(ev: dict, fname: Callable[[int], str], probed: Callable[[int], bool]) -> dict:
+    """One kernel event as a record line."""
+    kind = ev["kind"]
+    base = {"type": kind, "ts_ns": ev["ts"]}
+    if kind == "add":
+        line = {**base, "work": hexaddr(ev["work"]), "func": fname(ev["func"]),
+                "tid": ev["tid"], "pid": ev["pid"], "comm": ev["comm"],
+                "adder_tid": ev["adder_tid"], "adder_pid": ev["adder_pid"],
+                "adder_comm": ev["adder_comm"], "notify": notify_name(ev["notify"]),
+                "ok": ev["ret"] == 0}
+        if ev["ret"]:
+            line["error"] = ev["ret"]
+        return line
+    if kind == "callback":
+        matched = bool(ev["flags"] & 1)
+        return {**base, "work": hexaddr(ev["work"]), "func": fname(ev["func"]),
+                "tid": ev["tid"], "pid": ev["pid"], "comm": ev["comm"],
+                "queue_ns": ev["queue_ns"] if matched else None, "run_ns": ev["dur_ns"],
+                "timing": "exact"}
+    if kind == "cancel":
+        return {**base, "work": hexaddr(ev["work"]), "func": fname(ev["func"]),
+                "tid": ev["tid"], "pid": ev["pid"]}
+    return {**base, "tid": ev["tid"], "pid": ev["pid"], "comm": ev["comm"],
+            "callbacks": ev["count"], "dur_ns": ev["dur_ns"]}
+
+
+def batch_callback_lines(stale: Dict[int, dict], tasks: dict, fname: Callable[[int], str]) -> List[dict]:
+    """Items of callbacks that could not be probed, settled because their
+    task has since entered task_work_run: timed at batch level."""
+    out = []
+    for work, it in sorted(stale.items(), key=lambda kv: kv[1]["ts"]):
+        t = tasks.get(it["tid"], {})
+        run_ts = t.get("last_run_ts", 0)
+        out.append({"type": "callback", "ts_ns": run_ts, "work": hexaddr(work),
+                    "func": fname(it["func"]), "tid": it["tid"], "pid": it["pid"],
+                    "comm": t.get("comm", "?"), "queue_ns": run_ts - it["ts"],
+                    "run_ns": None, "timing": "batch"})
+    return out
+
+
+def stale_items(inflight: Dict[int, dict], tasks: dict, probed: Callable[[int], bool]) -> Dict[int, dict]:
+    """In-flight items of unprobed callbacks whose task ran task_work since."""
+    return {w: it for w, it in inflight.items()
+            if not probed(it["func"])
+            and tasks.get(it["tid"], {}).get("last_run_ts", 0) > it["ts"]}
