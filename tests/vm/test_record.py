@@ -1,0 +1,145 @@
+"""`twtrace record` in a real kernel, against ground truth the workloads
+produce themselves (exact on their own thread and time window)."""
+import json
+
+import pytest
+
+from twtrace.recordfile import read_record, validate_line
+
+
+def record(vm, tmp_path, workload, *args, mode="auto", name="rec"):
+    out = tmp_path / f"{name}.jsonl"
+    r = vm.run(["twtrace", "record", "--events", "--probe-mode", mode, "-o", str(out), "--",
+                "python3", f"examples/{workload}.py", *args], timeout=600)
+    r.check()
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    for line in lines:  # every line against the published schema
+        validate_line(line)
+    truth = json.loads(r.stdout.strip().splitlines()[-1])
+    return lines, truth
+
+
+def of(lines, kind, tid=None, func=None, lo=None, hi=None):
+    return [x for x in lines if x["type"] == kind
+            and (tid is None or x["tid"] == tid)
+            and (func is None or x.get("func") == func)
+            and (lo is None or lo <= x["ts_ns"] <= hi)]
+
+
+def final(lines, kind):
+    snaps = [i for i, x in enumerate(lines) if x["type"] == "snapshot" and x["final"]]
+    return [x for x in lines[snaps[-1]:] if x["type"] == kind]
+
+
+K = 24  # more than the interpreter's own start-up batch, so max depth is K exactly
+
+
+@pytest.fixture(scope="module")
+def close_batch_runs(vm_session, tmp_path_factory):
+    vm = vm_session.get()
+    tmp = tmp_path_factory.mktemp("close")
+    return {mode: record(vm, tmp, "close_batch", "--files", str(K), "--rounds", "4",
+                         mode=mode, name=mode)
+            for mode in ("fentry", "kprobe")}
+
+
+@pytest.mark.parametrize("mode", ["fentry", "kprobe"])
+def test_close_range_batches_exact(close_batch_runs, mode):
+    lines, truth = close_batch_runs[mode]
+    header = lines[0]
+    assert header["probe_mode"] == mode and header["clock"] == "monotonic"
+    tid = truth["tid"]
+    for rnd in truth["rounds"]:
+        lo, hi = rnd["t_start_ns"], rnd["t_end_ns"]
+        adds = of(lines, "add", tid, "____fput", lo, hi)
+        cbs = of(lines, "callback", tid, "____fput", lo, hi)
+        assert len(adds) == K and len(cbs) == K
+        assert all(a["ok"] and a["notify"] == "resume" and a["adder_tid"] == tid for a in adds)
+        assert {c["work"] for c in cbs} == {a["work"] for a in adds}
+        for c in cbs:  # added and finished inside the window
+            assert c["timing"] == "exact"
+            assert lo <= c["ts_ns"] - c["queue_ns"] and c["ts_ns"] + c["run_ns"] <= hi
+        # LIFO: the last item added runs first
+        order = {a["work"]: i for i, a in enumerate(adds)}
+        assert [order[c["work"]] for c in cbs] == list(range(K - 1, -1, -1))
+    task = [t for t in final(lines, "task") if t["tid"] == tid][0]
+    assert task["max_depth"] == K and task["depth"] == 0
+    assert lines[-1]["type"] == "summary" and lines[-1]["complete"]
+    assert lines[-1]["lost_events"] == 0 and lines[-1]["exit_status"] == 0
+
+
+def test_kprobe_and_fentry_count_the_same(close_batch_runs):
+    counts = {}
+    for mode, (lines, truth) in close_batch_runs.items():
+        tid = truth["tid"]
+        counts[mode] = [(len(of(lines, "add", tid, "____fput", r["t_start_ns"], r["t_end_ns"])),
+                         len(of(lines, "callback", tid, "____fput", r["t_start_ns"], r["t_end_ns"])))
+                        for r in truth["rounds"]]
+    assert counts["fentry"] == counts["kprobe"] == [(K, K)] * 4
+
+
+def test_events_and_kernel_aggregates_agree(close_batch_runs):
+    lines, truth = close_batch_runs["fentry"]
+    for t in final(lines, "task"):
+        adds = of(lines, "add", t["tid"])
+        cbs = of(lines, "callback", t["tid"])
+        assert t["adds"] == len(adds) and t["callbacks"] == len(cbs)
+        assert t["queue_ns"]["count"] == len([c for c in cbs if c["queue_ns"] is not None])
+        if cbs:
+            assert t["run_ns"]["max"] == max(c["run_ns"] for c in cbs)
+    s = lines[-1]
+    assert s["adds"] == len(of(lines, "add")) and s["callbacks"] == len(of(lines, "callback"))
+
+
+def test_cross_task_add_waits_for_the_blocked_parent(vm, tmp_path):
+    lines, truth = record(vm, tmp_path, "keyctl_parent", "--delay-ms", "300")
+    assert truth["session_changed"]
+    parent, child = truth["tid"], truth["adder_tid"]
+    adds = of(lines, "add", parent, "key_change_session_keyring")
+    assert len(adds) == 1
+    a = adds[0]
+    assert a["adder_tid"] == child and a["adder_pid"] == child and a["ok"]
+    assert truth["t_add_start_ns"] <= a["ts_ns"] <= truth["t_add_end_ns"]
+    cbs = of(lines, "callback", parent, "key_change_session_keyring")
+    assert len(cbs) == 1 and cbs[0]["work"] == a["work"]
+    assert cbs[0]["queue_ns"] >= truth["min_latency_ns"]
+    assert truth["t_child_done_ns"] <= cbs[0]["ts_ns"] <= truth["t_parent_wake_ns"]
+    func = [f for f in final(lines, "func") if f["func"] == "key_change_session_keyring"][0]
+    assert any(p["adder_pid"] == child and p["tid"] == parent for p in func["adders"])
+
+
+def test_long_running_callback(vm, tmp_path):
+    lines, truth = record(vm, tmp_path, "slow_fput", "--mb", "64", "--small", "5")
+    tid, big = truth["tid"], truth["big"]
+    cbs = of(lines, "callback", tid, "____fput", big["t_start_ns"], big["t_end_ns"])
+    assert len(cbs) == 1
+    window = big["t_end_ns"] - big["t_start_ns"]
+    assert cbs[0]["run_ns"] > window / 2  # freeing 64 MiB is most of the close
+    small = [of(lines, "callback", tid, "____fput", s["t_start_ns"], s["t_end_ns"])
+             for s in truth["small"]]
+    assert all(len(s) == 1 for s in small)
+    assert cbs[0]["run_ns"] > 10 * max(s[0]["run_ns"] for s in small)
+
+
+def test_io_uring_items_use_signal_notify(vm, tmp_path):
+    lines, truth = record(vm, tmp_path, "uring_timeout", "--count", "5", "--ms", "20")
+    tid = truth["tid"]
+    for it in truth["iterations"]:
+        adds = of(lines, "add", tid, "tctx_task_work", it["t_start_ns"], it["t_end_ns"])
+        cbs = of(lines, "callback", tid, "tctx_task_work", it["t_start_ns"], it["t_end_ns"])
+        assert len(adds) == 1 and adds[0]["notify"] == "signal"
+        assert len(cbs) == 1 and cbs[0]["work"] == adds[0]["work"]
+
+
+def test_sigint_mid_record_leaves_a_complete_file(vm, tmp_path):
+    out, err = tmp_path / "int.jsonl", tmp_path / "int.err"
+    script = (f"twtrace record --events -o {out} 2>{err} & rec=$!; "
+              f"while ! grep -q 'tracing task_work' {err}; do sleep 0.2; done; "
+              f"python3 examples/close_batch.py --files 4 --rounds 2 >/dev/null; "
+              f"kill -INT $rec; wait $rec")
+    r = vm.run(["sh", "-c", script], timeout=300)
+    assert r.rc == 0, err.read_text()
+    rec = read_record(out, strict=True)
+    assert rec.summary["interrupted"] is True and rec.summary["complete"]
+    assert rec.summary["adds"] >= 8
+    assert not (tmp_path / "int.jsonl.partial").exists()
