@@ -1,0 +1,114 @@
+"""The pure model: raw kernel state in, record lines out."""
+from twtrace import model
+from twtrace.hist import bucket_index
+from twtrace.recordfile import validate_line
+
+FPUT, KEY = 0xffffffff81000010, 0xffffffff81000020
+NAMES = {FPUT: "____fput", KEY: "key_change_session_keyring"}
+
+
+def hist(values):
+    h = {}
+    for v in values:
+        h[bucket_index(v)] = h.get(bucket_index(v), 0) + 1
+    return h
+
+
+def agg(adds, callbacks, queue, run, failed=0, cancels=0, notify=1):
+    return {"adds": adds, "failed_adds": failed, "cancels": cancels, "callbacks": callbacks,
+            "matched": len(queue), "queue_sum": sum(queue), "queue_max": max(queue, default=0),
+            "run_sum": sum(run), "run_max": max(run, default=0), "notify_mask": 1 << notify}
+
+
+RAW = {
+    "tasks": {
+        100: {"pid": 100, "comm": "worker", "depth": 2, "max_depth": 16, "runs": 3, "last_run_ts": 50},
+        200: {"pid": 200, "comm": "bash", "depth": -1, "max_depth": 1, "runs": 1, "last_run_ts": 0},
+    },
+    "aggs": {
+        (100, FPUT): agg(18, 16, [1000] * 16, [200] * 15 + [5000]),
+        (100, KEY): agg(1, 1, [300_000_000], [700]),
+        (200, FPUT): agg(2, 1, [50], [60], failed=1),
+    },
+    "hists": {
+        (100, FPUT, 0): hist([1000] * 16), (100, FPUT, 1): hist([200] * 15 + [5000]),
+        (100, KEY, 0): hist([300_000_000]), (100, KEY, 1): hist([700]),
+        (200, FPUT, 0): hist([50]), (200, FPUT, 1): hist([60]),
+    },
+    "pairs": {(300, 100, KEY): {"adds": 1, "adder_comm": "keyctl"},
+              (100, 100, FPUT): {"adds": 18, "adder_comm": "worker"}},
+    "stats": {"lost": 0, "evicted": 0, "unmatched": 2, "nested": 0},
+}
+
+
+def snap(comm=None):
+    s = model.Snapshotter(NAMES.get, lambda a: a in NAMES, comm)
+    return s.lines(RAW, ts_ns=99, seq=0, final=True)
+
+
+def test_lines_validate_and_sum_per_task_and_per_callback():
+    lines = snap()
+    for line in lines:
+        validate_line(line)
+    tasks = {t["tid"]: t for t in lines if t["type"] == "task"}
+    assert tasks[100]["adds"] == 19 and tasks[100]["callbacks"] == 17
+    assert tasks[100]["busiest"] == "____fput"
+    assert tasks[100]["queue_ns"]["count"] == 17 and tasks[100]["queue_ns"]["max"] == 300_000_000
+    assert tasks[100]["run_ns"]["max"] == 5000
+    assert tasks[200]["depth"] == 0  # never negative
+    funcs = {f["func"]: f for f in lines if f["type"] == "func"}
+    assert funcs["____fput"]["adds"] == 20 and funcs["____fput"]["failed_adds"] == 1
+    assert funcs["key_change_session_keyring"]["adders"] == [
+        {"adder_pid": 300, "adder_comm": "keyctl", "tid": 100, "comm": "worker", "adds": 1}]
+    assert funcs["____fput"]["notify"] == ["resume"]
+
+
+def test_percentiles_come_from_the_kernel_histograms():
+    t = [x for x in snap() if x["type"] == "task" and x["tid"] == 100][0]
+    assert abs(t["run_ns"]["p50"] - 200) <= 200 / 32
+    assert abs(t["run_ns"]["p99"] - 5000) <= 5000 / 32 and t["run_ns"]["max"] == 5000
+
+
+def test_comm_filter_keeps_matching_tasks_only():
+    lines = snap(comm="^bas")
+    assert [t["tid"] for t in lines if t["type"] == "task"] == [200]
+    funcs = [f for f in lines if f["type"] == "func"]
+    assert [f["func"] for f in funcs] == ["____fput"] and funcs[0]["adds"] == 2
+
+
+def test_summary_counts_items_as_successful_adds():
+    tasks = [x for x in snap() if x["type"] == "task"]
+    s = model.summary_line(tasks, RAW["stats"], 10, False, 0)
+    validate_line(s)
+    assert (s["adds"], s["failed_adds"], s["items"], s["unmatched"]) == (21, 1, 20, 2)
+
+
+def test_notify_names_mask_flag_bits():
+    assert model.notify_name(0x101) == "resume"
+    assert [model.notify_name(i) for i in range(5)] == [
+        "none", "resume", "signal", "signal_no_ipi", "nmi_current"]
+    assert model.notify_name(9) == "unknown(9)"
+
+
+def test_event_lines():
+    ev = {"kind": "add", "ts": 5, "work": 0xffff8880deadbeef, "func": KEY, "queue_ns": 0,
+          "dur_ns": 0, "tid": 100, "pid": 100, "adder_tid": 300, "adder_pid": 300, "ret": -3,
+          "notify": 1, "count": 0, "flags": 0, "comm": "worker", "adder_comm": "keyctl"}
+    line = model.event_line(ev, lambda a: NAMES[a], lambda a: True)
+    validate_line(line)
+    assert line["ok"] is False and line["error"] == -3 and line["work"] == "0xffff8880deadbeef"
+    cb = model.event_line(dict(ev, kind="callback", flags=0, dur_ns=7), lambda a: NAMES[a],
+                          lambda a: True)
+    validate_line(cb)
+    assert cb["queue_ns"] is None and cb["run_ns"] == 7  # add not seen: no queue latency
+
+
+def test_unprobed_items_settle_at_batch_level_once_their_task_ran():
+    inflight = {1: {"ts": 10, "func": 0x99, "tid": 100, "pid": 100},   # before last run: ran
+                2: {"ts": 60, "func": 0x99, "tid": 100, "pid": 100},   # after: still queued
+                3: {"ts": 10, "func": FPUT, "tid": 100, "pid": 100}}   # probed: exact path
+    stale = model.stale_items(inflight, RAW["tasks"], lambda a: a in NAMES)
+    assert list(stale) == [1]
+    (line,) = model.batch_callback_lines(stale, RAW["tasks"], hex)
+    validate_line(line)
+    assert line["timing"] == "batch" and line["queue_ns"] == 40 and line["run_ns"] is None
