@@ -131,7 +131,7 @@ class Loader:
     def _explain(self, e: Exception, doing: str) -> UserError:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         rel = os.uname().release
-        if "kernel headers" in str(e).lower() or "linux/sched.h" in str(e) or not kernel_headers_dir():
+        if not kernel_headers_dir() or "linux/sched.h" in str(e):
             return UserError(f"cannot {doing}: kernel headers for {rel} not found "
                              f"(Debian/Ubuntu: apt-get install linux-headers-{rel}; "
                              f"Fedora: dnf install kernel-devel-{rel})")
@@ -265,8 +265,7 @@ class Loader:
     def _open_events(self):
         table = self.bpf["events"]
 
-        def handle(*args):
-            data = args[1] if len(args) == 2 else args[1]
+        def handle(_ctx_or_cpu, data):
             if self._on_event:
                 self._on_event(_ev_dict(table.event(data)))
 
