@@ -44,6 +44,9 @@ KPROBE_BLACKLIST = "/sys/kernel/debug/kprobes/blacklist"
 BTF_VMLINUX = "/sys/kernel/btf/vmlinux"
 KHEADERS = "/sys/kernel/kheaders.tar.xz"
 LOCKDOWN = "/sys/kernel/security/lockdown"
+CLOCKSOURCE = "/sys/devices/system/clocksource/clocksource0/current_clocksource"
+# clocksources that advance only once per timer tick
+TICK_CLOCKS = ("jiffies", "refined-jiffies")
 EFI_SECUREBOOT = "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-e0f86b3b3b14"
 # where distributions put bcc for their own Python (seen when ours cannot import it)
 BCC_DIST_GLOBS = ("/usr/lib/python3/dist-packages/bcc", "/usr/lib/python3.*/site-packages/bcc",
@@ -152,6 +155,7 @@ class Facts:
     distro_name: Optional[str] = None
     bcc: BccInfo = field(default_factory=lambda: BccInfo(importable=False, error="not checked"))
     fentry: FentryTrial = field(default_factory=lambda: FentryTrial(None))
+    clocksource: Optional[str] = None
 
     @property
     def privileged(self) -> Optional[bool]:
@@ -439,6 +443,7 @@ def gather(root: str = "/", *, release: Optional[str] = None, machine: Optional[
         v = host.read(f"/proc/sys/kernel/{name}")
         f.sysctls[name] = v.strip() if v is not None else None
     f.distro, f.distro_name = _distro(host)
+    f.clocksource = (host.read(CLOCKSOURCE) or "").strip() or None
 
     bcc_probe = bcc_probe or (probe_bcc if live else None)
     if bcc_probe:
@@ -655,6 +660,20 @@ def check_lockdown(f: Facts) -> Check:
                  "mount -t securityfs securityfs /sys/kernel/security to let doctor read it")
 
 
+def check_clock(f: Facts) -> Check:
+    name = "clock"
+    if f.clocksource is None:
+        return Check(name, INFO, f"unknown ({CLOCKSOURCE} unreadable)")
+    if f.clocksource in TICK_CLOCKS:
+        hz = _cfg(f, "CONFIG_HZ")
+        step = f"{1000 // int(hz)} ms" if hz and hz.isdigit() else "one timer tick"
+        return Check(name, WARN, f"clocksource is {f.clocksource}: every timestamp moves in steps "
+                                 f"of {step}, so shorter latencies and run times read as 0",
+                     "the kernel could not calibrate its TSC; check dmesg for 'tsc:' and boot "
+                     "with a working TSC, HPET or ACPI PM timer")
+    return Check(name, OK, f"clocksource {f.clocksource}")
+
+
 def check_cancel_variants(f: Facts) -> Check:
     name = "cancel variants"
     if f.ksyms is None:
@@ -671,7 +690,8 @@ def check_sysctls(f: Facts) -> Check:
 
 
 CHECKS = (check_privileges, check_bcc, check_kprobes, check_symbols, check_btf, check_fentry,
-          check_headers, check_ringbuf, check_lockdown, check_cancel_variants, check_sysctls)
+          check_headers, check_ringbuf, check_lockdown, check_clock, check_cancel_variants,
+          check_sysctls)
 def run_checks(f: Facts) -> List[Check]:
     checks = [c(f) for c in CHECKS]
     by = {c.name: c for c in checks}

@@ -36,7 +36,7 @@ def synth_btf(funcs=("task_work_add", "task_work_run")) -> bytes:
 def make_tree(root: Path, *, release="6.1.0-50-amd64", uid=0, caps=ROOT_CAPS,
               config: dict | None = None, config_where="boot", ksyms=ALL_KSYMS, btf=True,
               kprobe_pmu=True, tracefs=True, headers=True, lockdown: str | None = None,
-              os_id="debian", blacklist: list | None = None) -> Path:
+              os_id="debian", blacklist: list | None = None, clock: str | None = "tsc") -> Path:
     def put(rel: str, data) -> None:
         p = root / rel
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -75,6 +75,8 @@ def make_tree(root: Path, *, release="6.1.0-50-amd64", uid=0, caps=ROOT_CAPS,
     put("proc/sys/kernel/unprivileged_bpf_disabled", "2\n")
     put("proc/sys/kernel/perf_event_paranoid", "2\n")
     put("proc/cmdline", "console=ttyS0 quiet\n")
+    if clock:
+        put("sys/devices/system/clocksource/clocksource0/current_clocksource", clock + "\n")
     if os_id:
         put("etc/os-release", f'PRETTY_NAME="Test Linux"\nID={os_id}\n')
     return root
@@ -270,6 +272,17 @@ def test_old_kernel_without_ringbuf_warns(tmp_path):
     assert c["cancel variants"].finding == "task_work_cancel"
     # no bpf_trampoline_link_prog: no fentry, but kprobes trace
     assert (ok, mode) == (True, "kprobe")
+
+
+def test_tick_clock_warns_with_its_step(tmp_path):
+    facts, c, ok, mode, reason = diagnose(tmp_path, config={**GOOD_CONFIG, "CONFIG_HZ": "250"},
+                                          clock="refined-jiffies")
+    assert c["clock"].status == d.WARN and "steps of 4 ms" in c["clock"].finding
+    assert ok  # coarse, but it traces
+    facts, c, *_ = diagnose(tmp_path / "b", config=GOOD_CONFIG)
+    assert c["clock"].status == d.OK and c["clock"].finding == "clocksource tsc"
+    facts, c, *_ = diagnose(tmp_path / "c", config=GOOD_CONFIG, clock=None)
+    assert c["clock"].status == d.INFO
 
 
 def test_missing_task_work_symbols(tmp_path):

@@ -19,6 +19,17 @@ def test_guest_runs_its_own_kernel_and_userspace(vm, cell):
     assert r.stdout.strip() == vm.guest.info["bcc"]
 
 
+def test_guest_clock_is_fine_grained(vm):
+    """Every timing assertion needs a clock finer than the 4 ms timer tick:
+    a guest whose TSC calibration failed must fail here, not in timing tests."""
+    r = vm.run(["sh", "-c", "cat /sys/devices/system/clocksource/clocksource0/current_clocksource; "
+                "python3 -c 'import time; a=time.monotonic_ns(); b=time.monotonic_ns(); print(b-a)'"]
+               ).check()
+    source, step = r.stdout.split()
+    assert source not in ("jiffies", "refined-jiffies"), source
+    assert 0 < int(step) < 1_000_000
+
+
 def test_exit_status_output_and_files_cross_over(vm, tmp_path):
     r = vm.run(f"echo out; echo err >&2; echo from-guest > {tmp_path}/f; exit 7")
     assert (r.rc, r.stdout, r.stderr) == (7, "out\n", "err\n")
