@@ -77,6 +77,40 @@ def report(file: str = typer.Argument(..., help="A recording made by twtrace rec
     render_report(rec, Console(), top=top or None, histograms=histograms)
 
 
+@app.command()
+def top(interval_arg: Optional[float] = typer.Argument(None, metavar="[INTERVAL]",
+                                                       help="Seconds between refreshes."),
+        count: Optional[int] = typer.Argument(None, metavar="[COUNT]",
+                                              help="Print this many plain tables, then exit."),
+        interval: Optional[float] = typer.Option(None, "--interval", "-i",
+                                                 help="Seconds between refreshes (default 1)."),
+        pid: List[int] = typer.Option([], "-p", "--pid", help="Only this process (repeatable)."),
+        tid: List[int] = typer.Option([], "-t", "--tid", help="Only this thread (repeatable)."),
+        comm: Optional[str] = typer.Option(None, "--comm", help="Only tasks whose name matches "
+                                                               "this regular expression."),
+        func: Optional[str] = typer.Option(None, "--func", help="Only callback functions "
+                                                               "matching this regular expression."),
+        json_out: bool = typer.Option(False, "--json", help="Print one JSON Lines snapshot group "
+                                                            "per interval."),
+        replay: Optional[str] = typer.Option(None, "--replay", help="Show a recording made by "
+                                                                    "twtrace record instead."),
+        speed: str = typer.Option("1", "--speed", help="Replay pace: 1 = as recorded, 2 = twice "
+                                                       "as fast, max (or 0) = no waiting."),
+        probe_mode: str = typer.Option("auto", "--probe-mode",
+                                       help="auto, kprobe or fentry.")) -> None:
+    """Live view of task_work: busiest tasks and callbacks, refreshed every interval.
+    Interactive on a terminal (? for keys); plain tables per interval otherwise."""
+    from twtrace.top import main as topmain
+
+    if interval_arg is not None and interval is not None and interval_arg != interval:
+        raise UserError("give the interval either as INTERVAL or as --interval, not both")
+    opts = topmain.TopOptions(
+        interval=interval_arg if interval_arg is not None else (1.0 if interval is None else interval),
+        count=count, pids=list(pid), tids=list(tid), comm=comm, func=func, json=json_out,
+        replay=replay, speed=topmain.parse_speed(speed), probe_mode=probe_mode)
+    raise typer.Exit(topmain.run(opts))
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def vm(ctx: typer.Context,
        kernel: Optional[str] = typer.Option(None, "--kernel", "-k",

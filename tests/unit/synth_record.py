@@ -173,3 +173,80 @@ def write_jsonl(path: Path, lines: Iterable[Any], text: Optional[str] = None) ->
     """Write lines as JSON Lines, or write text verbatim when given."""
     Path(path).write_text(dumps(lines) if text is None else text, encoding="utf-8")
     return Path(path)
+
+
+# -- a recording with several snapshot groups, for `twtrace top` -------------
+
+# (tid, pid, comm, func, adds per snapshot, adder (pid, comm), queue ns, run ns,
+#  snapshots it is active in (None = all), items it leaves queued)
+TOP_TASKS = [
+    (4242, 4242, "postgres", "____fput", 120, (4242, "postgres"), 3_000, 1_500, None, 0),
+    (4243, 4242, "pg_worker", "____fput", 60, (4242, "postgres"), 5_000, 2_000, None, 0),
+    (901, 901, "nginx", "tctx_task_work", 40, (0, "swapper/1"), 80_000, 12_000, None, 0),
+    (1200, 1200, "python3", "task_mm_cid_work", 5, (0, "swapper/0"), 2_500_000, 40_000, None, 0),
+    (77, 77, "keyctl", "key_change_session_keyring", 2, (76, "keyctl-parent"), 900_000, 6_000,
+     (1, 2), 0),
+    (3100, 3100, "stuck", "____fput", 3, (3100, "stuck"), 0, 0, (1,), 3),
+]
+TOP_STEP_NS = 1_000_000_000
+
+
+def _samples(base: int, n: int, seed: int) -> List[int]:
+    """n deterministic values spread around base (a long tail every 50th)."""
+    out = []
+    for i in range(n):
+        v = base + (base * ((i * 37 + seed) % 100)) // 100
+        out.append(v * 20 if i % 50 == 49 else v)
+    return out
+
+
+def top_task_state(snap: int) -> Dict[int, Dict[str, Any]]:
+    """Cumulative per-task numbers as of snapshot number snap (1-based)."""
+    out = {}
+    for tid, pid, comm, fn, per, adder, q, r, active, left in TOP_TASKS:
+        k = snap if active is None else len([a for a in active if a <= snap])
+        adds = per * k
+        done = adds - left if left else adds
+        out[tid] = {"tid": tid, "pid": pid, "comm": comm, "func": fn, "adder": adder,
+                    "adds": adds, "callbacks": done,
+                    "queue": _samples(q, done, tid) if q else [],
+                    "run": _samples(r, done, tid + 1) if r else [],
+                    "depth": left if k else 0}
+    return out
+
+
+def top_group(snap: int, final: bool = False) -> List[Line]:
+    state = {t: s for t, s in top_task_state(snap).items() if s["adds"]}
+    lines: List[Line] = [snapshot(seq=snap - 1, final=final,
+                                  ts_ns=START + snap * TOP_STEP_NS)]
+    for s in state.values():
+        lines.append(task(s["queue"], s["run"], tid=s["tid"], pid=s["pid"], comm=s["comm"],
+                          adds=s["adds"], callbacks=s["callbacks"], runs=s["callbacks"],
+                          depth=s["depth"], max_depth=max(1, s["depth"]),
+                          busiest=s["func"] if s["callbacks"] else None))
+    for fn in sorted({s["func"] for s in state.values()}):
+        mine = [s for s in state.values() if s["func"] == fn]
+        lines.append(func(
+            [v for s in mine for v in s["queue"]], [v for s in mine for v in s["run"]],
+            func=fn, adds=sum(s["adds"] for s in mine),
+            callbacks=sum(s["callbacks"] for s in mine),
+            adders=[{"adder_pid": s["adder"][0], "adder_comm": s["adder"][1], "tid": s["tid"],
+                     "comm": s["comm"], "adds": s["adds"]}
+                    for s in sorted(mine, key=lambda s: -s["adds"])]))
+    return lines
+
+
+def top_lines(snapshots: int = 6) -> List[Line]:
+    """A complete recording with `snapshots` groups one second apart."""
+    lines = [header(events=False, interval_s=1.0, hostname="db1", kernel="6.1.0-18-amd64",
+                    filters={"pids": [], "tids": [], "comm": None, "command": None})]
+    for n in range(1, snapshots + 1):
+        if n == 3:
+            lines.append(lost(5, ts_ns=START + n * TOP_STEP_NS - 1))
+        lines += top_group(n, final=n == snapshots)
+    final = top_task_state(snapshots)
+    adds = sum(s["adds"] for s in final.values())
+    cbs = sum(s["callbacks"] for s in final.values())
+    lines.append(summary(duration_ns=snapshots * TOP_STEP_NS, items=adds, adds=adds,
+                         callbacks=cbs, lost_events=5, evicted=0, exit_status=None))
+    return lines

@@ -1,0 +1,140 @@
+"""`twtrace top`: options in, the right source and mode out."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from rich.console import Console
+
+from twtrace.errors import UserError
+from twtrace.top.state import Filters, TopState
+
+
+PLAIN_WIDTH = 79
+
+
+@dataclass
+class TopOptions:
+    interval: float = 1.0
+    count: Optional[int] = None
+    pids: List[int] = field(default_factory=list)
+    tids: List[int] = field(default_factory=list)
+    comm: Optional[str] = None
+    func: Optional[str] = None
+    json: bool = False
+    replay: Optional[str] = None
+    speed: float = 1.0
+    probe_mode: str = "auto"
+
+
+def parse_speed(text: str) -> float:
+    """--speed: a factor (1 = recorded pace), or 0 / max = as fast as possible."""
+    if text.strip().lower() in ("max", "inf", "0"):
+        return 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        raise UserError(f"--speed must be a number or max, not {text!r}") from None
+    if value < 0 or value != value or value == float("inf"):
+        raise UserError(f"--speed must be a positive number or max, not {text!r}")
+    return value
+
+
+def _regex(flag: str, text: Optional[str]):
+    if not text:
+        return None
+    try:
+        return re.compile(text)
+    except re.error as e:
+        raise UserError(f"{flag} {text!r} is not a valid regular expression: {e}") from None
+
+
+def validate(opts: TopOptions) -> Filters:
+    if not opts.interval > 0:
+        raise UserError("the interval must be a positive number of seconds")
+    if opts.count is not None and opts.count < 1:
+        raise UserError("COUNT must be at least 1")
+    if opts.probe_mode not in ("auto", "kprobe", "fentry"):
+        raise UserError(f"--probe-mode must be auto, kprobe or fentry, not {opts.probe_mode!r}")
+    return Filters(pids=list(opts.pids), tids=list(opts.tids), comm=_regex("--comm", opts.comm),
+                   func=_regex("--func", opts.func))
+
+
+def _open_source(opts: TopOptions):
+    from twtrace.top import sources
+
+    if opts.replay is not None:
+        return sources.ReplaySource(opts.replay, opts.speed)
+    sources.check_live_targets(opts.pids, opts.tids)
+    return sources.LiveSource(opts.probe_mode, opts.pids, opts.tids, opts.comm, opts.func)
+
+
+def _on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)  # unwinds through every finally
+
+
+def run(opts: TopOptions) -> int:
+    filters = validate(opts)
+    interactive = (opts.count is None and not opts.json
+                   and sys.stdin.isatty() and sys.stdout.isatty())
+    if interactive:
+        from twtrace.top import app, render
+
+        small = render.too_small(*app.terminal_size(sys.stdout.fileno()))
+        if small:
+            raise UserError(small)
+    old_term = signal.signal(signal.SIGTERM, _on_sigterm)
+    source = None
+    try:
+        source = _open_source(opts)
+        state = TopState(source.meta, opts.interval, filters, baseline=source.baseline())
+        if interactive:
+            return app.run(state, source)
+        return run_plain(state, source, opts)
+    finally:
+        if source is not None:
+            source.close()
+        signal.signal(signal.SIGTERM, old_term)
+
+
+def run_plain(state: TopState, source, opts: TopOptions) -> int:
+    from twtrace.top import plain
+
+    # Under 80 columns in a pipe, as bcc tools are.
+    console = Console(width=None if sys.stdout.isatty() else PLAIN_WIDTH, highlight=False)
+    shown = 0
+    wait = first_wait(state, source)
+    try:
+        while opts.count is None or shown < opts.count:
+            time.sleep(wait)
+            wait = source.pace(state.interval)
+            sample = source.next(state.interval)
+            if sample is not None:
+                state.push(sample)
+                if opts.json:
+                    sys.stdout.write(plain.json_text(state))
+                    sys.stdout.flush()
+                else:
+                    for line in plain.frame(state, console.width):
+                        console.print(line, no_wrap=True, overflow="ellipsis")
+                shown += 1
+            if source.done:
+                break
+    except KeyboardInterrupt:
+        pass
+    except BrokenPipeError:  # `twtrace top | head`: the reader has had enough
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the exit-time flush cannot fail again
+    return 0
+
+
+def first_wait(state: TopState, source) -> float:
+    """A replay shows its first snapshot at once; live, the first interval
+    has to pass first (bcc tools do the same), or the rates would be over
+    the few milliseconds since attaching."""
+    return 0.0 if state.meta.replay is not None else source.pace(state.interval)

@@ -1,0 +1,75 @@
+"""Output when not interactive: a bcc-style block of plain tables per
+interval, or one JSON Lines snapshot group per interval (the record
+format's snapshot/task/func lines, plus the computed rates as extra
+fields, which record readers ignore)."""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Dict, List, Optional
+
+from rich.text import Text
+
+from twtrace.top import columns
+from twtrace.top.render import fmt_pct
+from twtrace.top.state import FUNCS, TASKS, Row, TopState
+from twtrace.units import format_count, format_ns, format_rate
+
+
+def stamp(state: TopState) -> str:
+    """Wall clock like bcc's -T when live; time since tracing began in a replay."""
+    if state.meta.replay is not None and state.cur is not None:
+        return "+" + format_ns(state.cur.ts_ns - state.meta.start_ns)
+    return time.strftime("%H:%M:%S")
+
+
+def summary_line(state: TopState) -> Text:
+    t = state.totals
+    line = Text(f"{stamp(state)} items {format_rate(t.items_s)} adds {format_rate(t.adds_s)} "
+                f"callbacks {format_rate(t.cb_s)} lost {format_count(t.lost)} "
+                f"evicted {format_count(t.evicted)}", style="bold")
+    if t.bpf_pct is not None or t.cpu_pct is not None:
+        line.append(f" cost bpf {fmt_pct(t.bpf_pct)} cpu {fmt_pct(t.cpu_pct)}")
+    return line
+
+
+def frame(state: TopState, width: int) -> List[Text]:
+    """One interval's block: summary line, tasks table, callbacks table."""
+    out = [summary_line(state)]
+    for view, empty in ((TASKS, "no task received task_work"),
+                        (FUNCS, "no callback seen")):
+        rows = [r for r in state.visible(view) if not r.gone]
+        out.append(Text(""))
+        lines = columns.table(state, rows, width, view=view) if rows else [Text(empty)]
+        for line in lines:
+            line.rstrip()  # padding of the last column is noise in a pipe
+        out += lines
+    out.append(Text(""))
+    return out
+
+
+def _rates(row: Optional[Row], dt_ns: int) -> Dict[str, Any]:
+    if row is None:
+        return {}
+    return {"interval_ns": dt_ns, "adds_per_s": row.adds_s, "callbacks_per_s": row.cb_s}
+
+
+def json_group(state: TopState) -> List[Dict[str, Any]]:
+    """The current snapshot group, filtered as the view is, with rates."""
+    cur, t = state.cur, state.totals
+    if cur is None:
+        return []
+    snap = dict(cur.snapshot, interval_ns=t.dt_ns, items_per_s=t.items_s, adds_per_s=t.adds_s,
+                callbacks_per_s=t.cb_s, lost_events=t.lost, evicted=t.evicted,
+                bpf_pct=t.bpf_pct, cpu_pct=t.cpu_pct)
+    out: List[Dict[str, Any]] = [snap]
+    tasks, funcs = state.rows[TASKS], state.rows[FUNCS]
+    out += [dict(x, **_rates(tasks.get(x["tid"]), t.dt_ns))
+            for x in cur.tasks if state.filters.task_ok(x)]
+    out += [dict(x, **_rates(funcs.get(x["func"]), t.dt_ns))
+            for x in cur.funcs if state.filters.func_ok(x)]
+    return out
+
+
+def json_text(state: TopState) -> str:
+    return "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in json_group(state))

@@ -1,0 +1,221 @@
+"""Where snapshot groups come from: the kernel (LiveSource) or a recording
+(ReplaySource).  Both have the same surface:
+
+    meta            Meta: host, kernel, probe mode, start of tracing
+    baseline()      the Sample rates of the first interval are taken against
+    next(interval)  the Sample for the tick just due, or None if none is new
+    pace(interval)  seconds the caller waits between ticks
+    done            no more samples will come (a replay has ended)
+    close()
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import socket
+import time
+from typing import Callable, Dict, List, Optional
+
+from twtrace.errors import UserError
+from twtrace.top.sample import Meta, Sample
+
+
+class ReplaySource:
+    """A recording's snapshot groups, at recorded pace times speed.
+
+    A tick of `interval` wall seconds moves the replay clock by
+    interval × speed and shows the newest snapshot it has passed, so rates
+    are over the same window as live (a snapshot up to half a recorded
+    interval ahead counts, so the recorder's jitter does not make the
+    replay skip or stall on one).  speed 0 shows
+    every snapshot in turn, without waiting.  The first tick shows the
+    first snapshot, so a recording with a single final snapshot shows at
+    once."""
+
+    def __init__(self, path: str, speed: float = 1.0):
+        from twtrace.recordfile import RecordError, read_record
+
+        try:
+            rec = read_record(path, keep_events=False)
+        except RecordError as e:  # read_record wraps these already; be sure
+            raise UserError(str(e))
+        if not rec.snapshots:
+            raise UserError(f"{path}: no snapshot in this recording; nothing to show")
+        h, s = rec.header, rec.summary
+        self.meta = Meta(hostname=h["hostname"], kernel=h["kernel"], arch=h["arch"],
+                         probe_mode=h["probe_mode"], start_ns=h["start_ns"],
+                         replay=str(path), speed=speed)
+        lost = lost_before_snapshots(path)
+        self.samples: List[Sample] = []
+        for i, snap in enumerate(rec.snapshots):
+            line = {"type": "snapshot", "ts_ns": snap.ts_ns, "seq": snap.seq, "final": snap.final}
+            last = i == len(rec.snapshots) - 1
+            self.samples.append(Sample(
+                line, snap.tasks, snap.funcs,
+                lost=max(lost[i] if i < len(lost) else 0,
+                         s["lost_events"] if last else 0),
+                evicted=s["evicted"] if last else None))
+        self.speed = speed
+        self.pos = -1
+        self.clock: Optional[int] = None
+
+    def baseline(self) -> Sample:
+        return Sample({"type": "snapshot", "ts_ns": self.meta.start_ns, "seq": -1,
+                       "final": False}, lost=0)
+
+    @property
+    def done(self) -> bool:
+        return self.pos >= len(self.samples) - 1
+
+    def pace(self, interval: float) -> float:
+        return interval if self.speed > 0 else 0.0
+
+    def next(self, interval: float) -> Optional[Sample]:
+        if self.done:
+            return None
+        if self.clock is None or self.speed <= 0:
+            self.pos += 1
+            self.clock = self.samples[self.pos].ts_ns
+            return self.samples[self.pos]
+        step = interval * self.speed * 1e9
+        self.clock += int(step)
+        due = self.pos
+        while due + 1 < len(self.samples) and self._passed(due + 1):
+            due += 1
+        if due == self.pos:
+            return None
+        self.pos = due
+        return self.samples[due]
+
+    def _passed(self, i: int) -> bool:
+        # Half a recorded interval of slack absorbs the recorder's jitter.
+        slack = (self.samples[i].ts_ns - self.samples[i - 1].ts_ns) / 2 if i else 0
+        return self.samples[i].ts_ns <= self.clock + slack
+
+    def close(self) -> None:
+        pass
+
+
+def lost_before_snapshots(path: str) -> List[int]:
+    """Cumulative lost-event count at each snapshot line, in file order.
+    read_record keeps only the total; this cheap pass parses just the lines
+    that can be lost or snapshot lines (the file was validated already)."""
+    out: List[int] = []
+    total = 0
+    with open(path, "rb") as f:
+        for raw in f:
+            if b'"lost"' not in raw and b'"snapshot"' not in raw:
+                continue
+            obj = json.loads(raw)
+            if obj.get("type") == "lost":
+                total += obj["count"]
+            elif obj.get("type") == "snapshot":
+                out.append(total)
+    return out
+
+
+def only_funcs(raw: dict, wanted: Callable[[int], bool]) -> dict:
+    """The loader's raw state narrowed to callback functions (by address)
+    that `wanted` accepts; tasks left with none of them are dropped, so the
+    task lines count only those functions (depth stays the task's whole
+    queue: the kernel keeps it per task)."""
+    aggs = {k: v for k, v in raw["aggs"].items() if wanted(k[1])}
+    tids = {k[0] for k in aggs}
+    return {**raw, "aggs": aggs,
+            "tasks": {t: v for t, v in raw["tasks"].items() if t in tids},
+            "hists": {k: v for k, v in raw["hists"].items() if wanted(k[1])},
+            "pairs": {k: v for k, v in raw["pairs"].items() if wanted(k[2])}}
+
+
+def bpf_stats(loader) -> Optional[Dict[str, int]]:
+    """The loader's cumulative BPF run time, when it offers it."""
+    fn = getattr(loader, "bpf_stats", None)
+    if fn is None:
+        return None
+    try:
+        return fn()
+    except Exception:  # the cost line is a nicety; never stop tracing for it
+        return None
+
+
+class LiveSource:
+    """The kernel's in-kernel aggregates, read once per tick: the cost is a
+    map read per interval, not per event (no event stream is opened)."""
+
+    def __init__(self, probe_mode: str = "auto", pids=(), tids=(), comm: Optional[str] = None,
+                 func: Optional[str] = None):
+        from twtrace.doctor import can_trace_reason
+
+        reason = can_trace_reason()
+        if reason:
+            raise UserError(f"cannot trace this host: {reason} (details: twtrace doctor)", 1)
+        from twtrace import model
+        from twtrace.loader import Loader, TraceConfig
+
+        self.model = model
+        self.loader = Loader(TraceConfig(probe_mode=probe_mode, events=False, pids=list(pids),
+                                         tids=list(tids), follow=bool(pids)))
+        try:
+            features = self.loader.start()
+        except BaseException:
+            self.loader.close()
+            raise
+        self.start_ns = time.monotonic_ns()
+        self.snap = model.Snapshotter(self.loader.syms.name, self.loader.probed, comm)
+        self.func_re = re.compile(func) if func else None
+        self.meta = Meta(hostname=socket.gethostname(), kernel=platform.release(),
+                         arch=platform.machine(), probe_mode=features.probe_mode,
+                         start_ns=self.start_ns)
+        self.seq = 0
+        self.done = False
+        self._base = Sample({"type": "snapshot", "ts_ns": self.start_ns, "seq": -1,
+                             "final": False}, lost=0, evicted=0,
+                            bpf=bpf_stats(self.loader), cpu_s=time.process_time())
+
+    def baseline(self) -> Sample:
+        return self._base
+
+    def pace(self, interval: float) -> float:
+        return interval
+
+    def _wanted(self, addr: int) -> bool:
+        return bool(self.func_re.search(self.snap.fname(addr)))
+
+    def next(self, interval: float) -> Sample:
+        self.loader.probe_new_callbacks()
+        raw = self.loader.read()
+        now = time.monotonic_ns()
+        self._forget_stale(raw)
+        if self.func_re is not None:
+            raw = only_funcs(raw, self._wanted)
+        lines = self.snap.lines(raw, now, self.seq, False)
+        self.seq += 1
+        st = raw["stats"]
+        return Sample(lines[0], [x for x in lines if x["type"] == "task"],
+                      [x for x in lines if x["type"] == "func"],
+                      lost=st.get("lost"), evicted=st.get("evicted"),
+                      bpf=bpf_stats(self.loader), cpu_s=time.process_time())
+
+    def _forget_stale(self, raw: dict) -> None:
+        # As record does: items of unprobed callbacks whose task has run
+        # task_work since are done; free their slots in the in-flight map.
+        if not self.loader.features.callbacks_unprobed:
+            return
+        stale = self.model.stale_items(self.loader.inflight(), raw["tasks"], self.loader.probed)
+        if stale:
+            self.loader.forget_items(list(stale))
+
+    def close(self) -> None:
+        self.loader.close()
+
+
+def check_live_targets(pids, tids) -> None:
+    """As record does: a pid or tid that does not exist is a typo."""
+    for pid in pids:
+        if not os.path.isdir(f"/proc/{pid}"):
+            raise UserError(f"no process with pid {pid}")
+    for tid in tids:
+        if not os.path.exists(f"/proc/{tid}/status"):
+            raise UserError(f"no thread with tid {tid}")

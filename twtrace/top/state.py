@@ -1,0 +1,343 @@
+"""The view model of `twtrace top`: pure data, no terminal, no rich, no bcc.
+
+Each pushed Sample is compared with the previous one (or, for the first,
+with the all-zero state at the start of tracing), giving per-row rates and
+interval latencies.  Rows are kept per view (tasks by tid, callbacks by
+function name).  A row with nothing happening is "quiet": it is drawn
+dimmed and hidden only after `age_out` quiet intervals, so a line does not
+vanish while someone is reading it; the selected row is never hidden.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Pattern, Sequence, Tuple
+
+from twtrace.top import metrics
+from twtrace.top.sample import Line, Meta, Sample
+
+TASKS, FUNCS = "tasks", "callbacks"
+VIEWS = (TASKS, FUNCS)
+AGE_OUT = 10
+# +/- step through these; an interval given on the command line is added.
+INTERVALS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+PAGE = 10
+
+
+@dataclass
+class Row:
+    key: Any               # tid for tasks, function name for callbacks
+    line: Line             # the latest task or func line (cumulative)
+    deltas: Dict[str, int]  # counter growth in the last interval
+    adds_s: Optional[float]
+    cb_s: Optional[float]
+    queue: Dict[str, Any]  # latency objects of the last interval
+    run: Dict[str, Any]
+    quiet: int = 0         # consecutive intervals with nothing happening
+    gone: bool = False     # absent from the latest snapshot
+
+
+@dataclass
+class Filters:
+    """The command line's fixed filters (-p, -t, --comm, --func)."""
+
+    pids: Sequence[int] = ()
+    tids: Sequence[int] = ()
+    comm: Optional[Pattern[str]] = None
+    func: Optional[Pattern[str]] = None
+
+    def task_ok(self, t: Line) -> bool:
+        if (self.pids or self.tids) and t["pid"] not in self.pids and t["tid"] not in self.tids:
+            return False
+        return self.comm is None or bool(self.comm.search(t["comm"]))
+
+    def func_ok(self, f: Line) -> bool:
+        return self.func is None or bool(self.func.search(f["func"]))
+
+
+@dataclass(frozen=True)
+class SortCol:
+    name: str
+    key: Callable[[Row], Any]
+    numeric: bool = True  # numbers sort biggest first, names A to Z
+
+
+def _lat(which: str, stat: str) -> Callable[[Row], Any]:
+    return lambda r: getattr(r, which).get(stat)
+
+
+def _count(name: str) -> Callable[[Row], Any]:
+    return lambda r: r.line.get(name)
+
+
+_COMMON = [SortCol("Q99", _lat("queue", "p99")), SortCol("QMAX", _lat("queue", "max")),
+           SortCol("R99", _lat("run", "p99")), SortCol("RMAX", _lat("run", "max")),
+           SortCol("FAIL", _count("failed_adds")), SortCol("CNCL", _count("cancels"))]
+SORTS: Dict[str, List[SortCol]] = {
+    TASKS: [SortCol("ADD/s", lambda r: r.adds_s), SortCol("CB/s", lambda r: r.cb_s),
+            SortCol("DEP", _count("depth")), SortCol("MAXD", _count("max_depth")), *_COMMON,
+            SortCol("PID", lambda r: (r.line["pid"], r.line["tid"]), False),
+            SortCol("COMM", lambda r: r.line["comm"].lower(), False)],
+    FUNCS: [SortCol("ADD/s", lambda r: r.adds_s), SortCol("CB/s", lambda r: r.cb_s), *_COMMON,
+            SortCol("FUNC", lambda r: r.line["func"].lower(), False)],
+}
+
+
+def _zero(meta: Meta) -> Sample:
+    return Sample({"type": "snapshot", "ts_ns": meta.start_ns, "seq": -1, "final": False})
+
+
+def text_matcher(text: str, view: str) -> Callable[[Row], bool]:
+    """The interactive filter: digits match a pid or tid (tasks) or an
+    adder/target pid (callbacks); anything else is a case-insensitive
+    regular expression, or a plain substring when it is not a valid one,
+    matched against comm or function name."""
+    text = text.strip()
+    if not text:
+        return lambda r: True
+    if text.isdigit():
+        n = int(text)
+        if view == TASKS:
+            return lambda r: n in (r.line["pid"], r.line["tid"])
+        return lambda r: any(n in (a["adder_pid"], a["tid"]) for a in r.line.get("adders") or [])
+    try:
+        pat = re.compile(text, re.IGNORECASE)
+    except re.error:
+        pat = re.compile(re.escape(text), re.IGNORECASE)
+    field_name = "comm" if view == TASKS else "func"
+    return lambda r: bool(pat.search(r.line[field_name]))
+
+
+@dataclass
+class Totals:
+    """Header numbers for the last interval, over every traced task."""
+
+    dt_ns: int = 0
+    items_s: Optional[float] = None
+    adds_s: Optional[float] = None
+    cb_s: Optional[float] = None
+    lost: Optional[int] = None
+    evicted: Optional[int] = None
+    bpf_pct: Optional[float] = None
+    cpu_pct: Optional[float] = None
+
+
+def compute_totals(cur: Sample, prev: Sample) -> Totals:
+    dt = cur.ts_ns - prev.ts_ns
+    before = {t["tid"]: t for t in prev.tasks}
+    sums = {k: 0 for k in metrics.COUNTERS}
+    for t in cur.tasks:
+        for k, v in metrics.counter_deltas(t, before.get(t["tid"])).items():
+            sums[k] += v
+    return Totals(dt_ns=dt,
+                  items_s=metrics.per_second(sums["adds"] - sums["failed_adds"], dt),
+                  adds_s=metrics.per_second(sums["adds"], dt),
+                  cb_s=metrics.per_second(sums["callbacks"], dt),
+                  lost=cur.lost, evicted=cur.evicted,
+                  bpf_pct=metrics.bpf_cost_pct(cur.bpf, prev.bpf, dt),
+                  cpu_pct=metrics.cpu_pct(cur.cpu_s, prev.cpu_s, dt))
+
+
+def make_row(key: Any, line: Line, prev: Optional[Line], dt_ns: int) -> Row:
+    d = metrics.counter_deltas(line, prev)
+    return Row(key=key, line=line, deltas=d,
+               adds_s=metrics.per_second(d["adds"], dt_ns),
+               cb_s=metrics.per_second(d["callbacks"], dt_ns),
+               queue=metrics.interval_latency(line["queue_ns"], prev and prev["queue_ns"]),
+               run=metrics.interval_latency(line["run_ns"], prev and prev["run_ns"]))
+
+
+def task_key(t: Line) -> Any:
+    return t["tid"]
+
+
+def func_key(f: Line) -> Any:
+    return f["func"]
+
+
+class TopState:
+    def __init__(self, meta: Meta, interval: float = 1.0, filters: Optional[Filters] = None,
+                 age_out: int = AGE_OUT, baseline: Optional[Sample] = None):
+        self.meta = meta
+        self.interval = interval
+        self.filters = filters or Filters()
+        self.age_out = age_out
+        self.prev: Sample = baseline or _zero(meta)
+        self.cur: Optional[Sample] = None
+        self.totals = Totals()
+        self.rows: Dict[str, Dict[Any, Row]] = {TASKS: {}, FUNCS: {}}
+        self.view = TASKS
+        self.sort = {TASKS: 0, FUNCS: 0}
+        self.reverse = {TASKS: False, FUNCS: False}
+        self.selected: Dict[str, Any] = {TASKS: None, FUNCS: None}
+        self.text_filter = ""
+        self.editing: Optional[str] = None  # the filter being typed, if any
+        self.detail = False
+        self.detail_scroll = 0
+        self.help = False
+        self.paused = False
+        self.cumulative = False  # latency columns: last interval, or since start
+        self.ended = False       # a replay has shown its last snapshot
+        self.quit = False
+
+    # -- data -------------------------------------------------------------
+    def push(self, sample: Sample) -> None:
+        """Take the next snapshot group; the previous one becomes the base."""
+        if self.cur is not None:
+            self.prev = self.cur
+        dt = sample.ts_ns - self.prev.ts_ns
+        self._update(TASKS, [t for t in sample.tasks if self.filters.task_ok(t)],
+                     self.prev.tasks, task_key, dt)
+        self._update(FUNCS, [f for f in sample.funcs if self.filters.func_ok(f)],
+                     self.prev.funcs, func_key, dt)
+        self.totals = compute_totals(sample, self.prev)
+        self.cur = sample
+
+    def _update(self, view: str, lines: List[Line], prev_lines: List[Line],
+                key: Callable[[Line], Any], dt: int) -> None:
+        table = self.rows[view]
+        before = {key(p): p for p in prev_lines}
+        seen = set()
+        for line in lines:
+            k = key(line)
+            seen.add(k)
+            row = make_row(k, line, before.get(k), dt)
+            old = table.get(k)
+            active = metrics.is_active(row.deltas, line)
+            row.quiet = 0 if active else (old.quiet + 1 if old else 1)
+            table[k] = row
+        for k in [k for k in table if k not in seen]:
+            row = table[k]
+            if row.quiet >= self.age_out and k != self.selected[view]:
+                del table[k]  # gone and hidden: nothing left to show
+                continue
+            row.gone = True
+            row.quiet += 1
+            row.adds_s = row.cb_s = 0.0 if dt > 0 else None
+            row.deltas = {c: 0 for c in metrics.COUNTERS}
+
+    # -- what is shown ----------------------------------------------------
+    def sort_col(self, view: Optional[str] = None) -> SortCol:
+        view = view or self.view
+        return SORTS[view][self.sort[view]]
+
+    def descending(self, view: Optional[str] = None) -> bool:
+        view = view or self.view
+        return self.sort_col(view).numeric != self.reverse[view]
+
+    def visible(self, view: Optional[str] = None) -> List[Row]:
+        """Rows to draw, filtered and sorted; aged-out rows left out."""
+        view = view or self.view
+        match = text_matcher(self.text_filter, view)
+        keep = self.selected[view]
+        rows = [r for r in self.rows[view].values()
+                if (r.quiet <= self.age_out or r.key == keep) and match(r)]
+        return sort_rows(rows, self.sort_col(view), self.descending(view))
+
+    def hidden_count(self, view: Optional[str] = None) -> int:
+        view = view or self.view
+        return len(self.rows[view]) - len(self.visible(view))
+
+    def selected_index(self, rows: Optional[List[Row]] = None) -> Optional[int]:
+        rows = self.visible() if rows is None else rows
+        if not rows:
+            return None
+        key = self.selected[self.view]
+        for i, r in enumerate(rows):
+            if r.key == key:
+                return i
+        return 0
+
+    def selected_row(self) -> Optional[Row]:
+        rows = self.visible()
+        i = self.selected_index(rows)
+        return None if i is None else rows[i]
+
+    def latency(self, row: Row) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+        """(queue, run) latency objects for the current latency window."""
+        if self.cumulative:
+            return row.line["queue_ns"], row.line["run_ns"]
+        return row.queue, row.run
+
+    # -- actions (keys.py maps keys to these) -----------------------------
+    def move(self, step: int) -> None:
+        if self.detail:
+            self.detail_scroll = max(0, self.detail_scroll + step)
+            return
+        rows = self.visible()
+        i = self.selected_index(rows)
+        if i is None:
+            return
+        i = min(max(0, i + step), len(rows) - 1)
+        self.selected[self.view] = rows[i].key
+
+    def move_to(self, end: bool) -> None:
+        self.move(10 ** 9 if end else -10 ** 9)
+
+    def next_sort(self, step: int = 1) -> None:
+        n = len(SORTS[self.view])
+        self.sort[self.view] = (self.sort[self.view] + step) % n
+
+    def toggle_reverse(self) -> None:
+        self.reverse[self.view] = not self.reverse[self.view]
+
+    def switch_view(self) -> None:
+        self.view = VIEWS[(VIEWS.index(self.view) + 1) % len(VIEWS)]
+        self.detail = False
+
+    def toggle_pause(self) -> None:
+        self.paused = not self.paused
+
+    def toggle_help(self) -> None:
+        self.help = not self.help
+
+    def toggle_cumulative(self) -> None:
+        self.cumulative = not self.cumulative
+
+    def open_detail(self) -> None:
+        if self.detail:
+            self.detail = False
+        elif self.selected_row() is not None:
+            self.selected[self.view] = self.selected_row().key  # pin it
+            self.detail, self.detail_scroll = True, 0
+
+    def close(self) -> None:
+        """Esc: leave whatever overlay is open."""
+        self.help = False
+        self.detail = False
+
+    def change_interval(self, step: int) -> None:
+        self.interval = step_interval(self.interval, step)
+
+    # -- typing a filter --------------------------------------------------
+    def begin_filter(self) -> None:
+        self.editing = self.text_filter
+
+    def filter_key(self, key: str) -> None:
+        assert self.editing is not None
+        if key == "enter":
+            self.text_filter, self.editing = self.editing.strip(), None
+        elif key == "esc":
+            self.editing = None
+        elif key == "backspace":
+            self.editing = self.editing[:-1]
+        elif len(key) == 1 and key.isprintable():
+            self.editing += key
+
+
+def step_interval(current: float, step: int) -> float:
+    """The next (+1) or previous (-1) refresh interval from INTERVALS."""
+    if step > 0:
+        bigger = [v for v in INTERVALS if v > current + 1e-9]
+        return bigger[0] if bigger else current
+    smaller = [v for v in INTERVALS if v < current - 1e-9]
+    return smaller[-1] if smaller else current
+
+
+def sort_rows(rows: List[Row], col: SortCol, descending: bool) -> List[Row]:
+    """Sorted by col (missing values last either way), ties by row key."""
+    rows = sorted(rows, key=lambda r: r.key)
+    present = [r for r in rows if col.key(r) is not None]
+    missing = [r for r in rows if col.key(r) is None]
+    present.sort(key=col.key, reverse=descending)  # stable: ties stay by key
+    return present + missing
