@@ -19,13 +19,17 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "/tests/vm/" in str(item.fspath):
             item.add_marker(pytest.mark.vm)
+        if "/tests/tmux/" in str(item.fspath):
+            item.add_marker(pytest.mark.tmux)
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
-    # In CI a VM test that did not run is a failure, never a silent skip.
-    if CI and report.skipped and item.get_closest_marker("vm"):
-        report.outcome = "failed"
-        report.longrepr = f"VM test skipped in CI: {report.longrepr}"
+    # In CI a VM or tmux test that did not run is a failure, never a silent skip.
+    for marker in ("vm", "tmux"):
+        if CI and report.skipped and item.get_closest_marker(marker):
+            report.outcome = "failed"
+            report.longrepr = f"{marker} test skipped in CI: {report.longrepr}"
+            break

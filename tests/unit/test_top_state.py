@@ -217,7 +217,7 @@ def test_quiet_rows_fade_then_age_out_but_queued_and_selected_rows_stay():
     st2 = TopState(meta(), age_out=1)
     st2.push(groups[0])
     st2.push(groups[1])
-    st2.selected[TASKS] = 77
+    st2.selected[TASKS], st2.picked[TASKS] = 77, True
     for g in groups[2:6]:
         st2.push(g)
     assert 77 in keys_of(st2.visible())

@@ -74,7 +74,7 @@ COLUMNS = {
         *LAT,
         Col("FAIL", _count("failed_adds"), 11),
         Col("CNCL", _count("cancels"), 14),
-        Col("TOP ADDER→TARGET", lambda st, r: top_adder(r.line), 3, True, 12, 40),
+        Col("TOP ADDER→TARGET", lambda st, r: top_adder(r.line), 3, True, 20, 40),
     ],
 }
 

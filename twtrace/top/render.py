@@ -81,8 +81,7 @@ def header_lines(state: TopState, width: int) -> List[Text]:
     first = _spread(left, right, width)
 
     second = Text()
-    for label, value in (("items", format_rate(t.items_s)), ("adds", format_rate(t.adds_s)),
-                         ("callbacks", format_rate(t.cb_s))):
+    for label, value in (("items", format_rate(t.items_s)), ("callbacks", format_rate(t.cb_s))):
         second.append(f"{label} ", style="bold")
         second.append(f"{value}  ")
     for label, value in (("lost", t.lost), ("evicted", t.evicted)):
@@ -90,7 +89,7 @@ def header_lines(state: TopState, width: int) -> List[Text]:
         second.append(format_count(value), style=WARN if value else "")
         second.append("  ")
     if t.bpf_pct is not None or t.cpu_pct is not None:
-        second.append("cost ", style="bold")
+        second.append("cost: ", style="bold")
         second.append(f"bpf {fmt_pct(t.bpf_pct)} cpu {fmt_pct(t.cpu_pct)}")
     return [first, _fit(second, width), title_line(state, width)]
 
@@ -102,13 +101,12 @@ def title_line(state: TopState, width: int) -> Text:
     left = Text(f"{name}: {shown}", style="bold cyan")
     if hidden:
         left.append(f" (+{hidden} quiet)", style="dim")
-    col = state.sort_col()
-    left.append(f"  sort {col.name}{'▼' if state.descending() else '▲'}")
-    window = "since start" if state.cumulative else "last interval"
-    left.append(f"  latency: {window}")
     if state.text_filter:
         left.append("  filter: ")
         left.append(state.text_filter, style="bold yellow")
+    col = state.sort_col()
+    left.append(f"  sort {col.name}{'▼' if state.descending() else '▲'}")
+    left.append(f"  latency: {'since start' if state.cumulative else 'last interval'}")
     other = FUNCS if state.view == TASKS else TASKS
     return _spread(left, Text(f"Tab: {other}", style="dim"), width)
 

@@ -170,6 +170,9 @@ class TopState:
         self.sort = {TASKS: 0, FUNCS: 0}
         self.reverse = {TASKS: False, FUNCS: False}
         self.selected: Dict[str, Any] = {TASKS: None, FUNCS: None}
+        # Whether the user picked the selected row (keys) or it is just the
+        # first one: only a picked row is kept from ageing out.
+        self.picked = {TASKS: False, FUNCS: False}
         self.text_filter = ""
         self.editing: Optional[str] = None  # the filter being typed, if any
         self.detail = False
@@ -192,6 +195,20 @@ class TopState:
                      self.prev.funcs, func_key, dt)
         self.totals = compute_totals(sample, self.prev)
         self.cur = sample
+        for view in VIEWS:
+            self._pin(view)
+
+    def _pin(self, view: str) -> None:
+        """Select the first row when the selected one is not shown, so the
+        highlighted row is the one that stays selected when the order changes."""
+        rows = self.visible(view)
+        if rows and self.selected[view] not in {r.key for r in rows}:
+            self.selected[view] = rows[0].key
+            self.picked[view] = False
+
+    def _kept(self, view: str) -> Any:
+        """The row key exempt from ageing out, if any."""
+        return self.selected[view] if self.picked[view] else None
 
     def _update(self, view: str, lines: List[Line], prev_lines: List[Line],
                 key: Callable[[Line], Any], dt: int) -> None:
@@ -208,7 +225,7 @@ class TopState:
             table[k] = row
         for k in [k for k in table if k not in seen]:
             row = table[k]
-            if row.quiet >= self.age_out and k != self.selected[view]:
+            if row.quiet >= self.age_out and k != self._kept(view):
                 del table[k]  # gone and hidden: nothing left to show
                 continue
             row.gone = True
@@ -229,7 +246,7 @@ class TopState:
         """Rows to draw, filtered and sorted; aged-out rows left out."""
         view = view or self.view
         match = text_matcher(self.text_filter, view)
-        keep = self.selected[view]
+        keep = self._kept(view)
         rows = [r for r in self.rows[view].values()
                 if (r.quiet <= self.age_out or r.key == keep) and match(r)]
         return sort_rows(rows, self.sort_col(view), self.descending(view))
@@ -270,6 +287,7 @@ class TopState:
             return
         i = min(max(0, i + step), len(rows) - 1)
         self.selected[self.view] = rows[i].key
+        self.picked[self.view] = True
 
     def move_to(self, end: bool) -> None:
         self.move(10 ** 9 if end else -10 ** 9)
@@ -298,7 +316,8 @@ class TopState:
         if self.detail:
             self.detail = False
         elif self.selected_row() is not None:
-            self.selected[self.view] = self.selected_row().key  # pin it
+            self.selected[self.view] = self.selected_row().key
+            self.picked[self.view] = True  # keep it while it is being read
             self.detail, self.detail_scroll = True, 0
 
     def close(self) -> None:
@@ -317,6 +336,7 @@ class TopState:
         assert self.editing is not None
         if key == "enter":
             self.text_filter, self.editing = self.editing.strip(), None
+            self._pin(self.view)
         elif key == "esc":
             self.editing = None
         elif key == "backspace":
