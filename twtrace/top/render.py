@@ -178,11 +178,12 @@ def detail_lines(state: TopState, row: Row, width: int) -> List[Text]:
             title.append("  not probed: run time is per task_work_run batch", style="yellow")
     totals = Text(f"since start: adds {format_count(ln['adds'])}  failed "
                   f"{format_count(ln['failed_adds'])}  cancels {format_count(ln['cancels'])}"
-                  f"  callbacks {format_count(ln['callbacks'])}  now: "
-                  f"{format_rate(row.adds_s)} adds, {format_rate(row.cb_s)} callbacks")
+                  f"  callbacks {format_count(ln['callbacks'])}")
+    now = Text(f"last interval: {format_rate(row.adds_s)} adds  "
+               f"{format_rate(row.cb_s)} callbacks")
     queue, run = state.latency(row)
     window = "since start" if state.cumulative else "last interval"
-    out = [_fit(title, width), _fit(totals, width), Text("")]
+    out = [_fit(title, width), _fit(totals, width), _fit(now, width)]
     out += _lat_block(f"queue latency ({window})", queue, width)
     out += _lat_block(f"run time ({window})", run, width)
     out.append(Text("who queues work on it", style="bold"))
