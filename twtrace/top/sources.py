@@ -168,6 +168,9 @@ class LiveSource:
         self.meta = Meta(hostname=socket.gethostname(), kernel=platform.release(),
                          arch=platform.machine(), probe_mode=features.probe_mode,
                          start_ns=self.start_ns)
+        # Newer engines count callbacks that ran untimed in user space.
+        settled = getattr(model, "Settled", None)
+        self.settled = settled() if settled is not None else None
         self.seq = 0
         self.done = False
         self._base = Sample({"type": "snapshot", "ts_ns": self.start_ns, "seq": -1,
@@ -187,7 +190,7 @@ class LiveSource:
         self.loader.probe_new_callbacks()
         raw = self.loader.read()
         now = time.monotonic_ns()
-        self._forget_stale(raw)
+        raw = self._settle(raw)
         if self.func_re is not None:
             raw = only_funcs(raw, self._wanted)
         lines = self.snap.lines(raw, now, self.seq, False)
@@ -198,14 +201,20 @@ class LiveSource:
                       lost=st.get("lost"), evicted=st.get("evicted"),
                       bpf=bpf_stats(self.loader), cpu_s=time.process_time())
 
-    def _forget_stale(self, raw: dict) -> None:
-        # As record does: items of unprobed callbacks whose task has run
-        # task_work since are done; free their slots in the in-flight map.
-        if not self.loader.features.callbacks_unprobed:
-            return
-        stale = self.model.stale_items(self.loader.inflight(), raw["tasks"], self.loader.probed)
-        if stale:
-            self.loader.forget_items(list(stale))
+    def _settle(self, raw: dict) -> dict:
+        """As record's _snapshot does: in-flight items whose callback ran
+        untimed are done; free their slots in the kernel's in-flight map
+        (and, with an engine that has model.Settled, count them)."""
+        m, loader = self.model, self.loader
+        if self.settled is not None:
+            gone = loader.forget_items(m.stale_items(loader.inflight(), raw["tasks"]))
+            self.settled.add(gone)
+            return self.settled.apply(raw)
+        if loader.features.callbacks_unprobed:
+            stale = m.stale_items(loader.inflight(), raw["tasks"], loader.probed)
+            if stale:
+                loader.forget_items(list(stale))
+        return raw
 
     def close(self) -> None:
         self.loader.close()
