@@ -35,11 +35,6 @@ struct add_call {
 	u32 pad;
 	char comm[TW_COMM_LEN];
 };
-struct run_call {
-	u64 ts;
-	u32 count;
-	u32 pad;
-};
 struct cb_call {
 	u64 ts;
 	u64 work;
@@ -48,6 +43,21 @@ struct cb_call {
 	u32 matched;
 	u32 pad;
 };
+/* task_work_run nests: a callback can run task_work itself (closing an
+ * io_uring file runs its task_work from inside ____fput).  Each active
+ * task_work_run of a thread has its own level with its own callback. */
+#define TW_MAX_NEST 4 /* a power of two: indexes are masked for the verifier */
+struct run_level {
+	u64 ts;       /* task_work_run entry */
+	u32 count;    /* callbacks started at this level */
+	u32 cb_depth; /* probed functions active at this level; >1: direct calls */
+	struct cb_call cb;
+};
+struct run_state {
+	u32 level; /* active task_work_run calls; beyond TW_MAX_NEST untracked */
+	u32 pad;
+	struct run_level lv[TW_MAX_NEST];
+};
 struct cancel_call {
 	u64 task;
 	u64 cb;
@@ -55,9 +65,7 @@ struct cancel_call {
 	u32 pad;
 };
 BPF_HASH(add_calls, u32, struct add_call, 10240);
-BPF_HASH(run_calls, u32, struct run_call, 10240);
-BPF_HASH(cb_calls, u32, struct cb_call, 10240);
-BPF_HASH(cb_depth, u32, u32, 10240);
+BPF_HASH(run_states, u32, struct run_state, 10240);
 BPF_HASH(cancel_calls, u32, struct cancel_call, 1024);
 
 #ifdef TW_FILTER
@@ -168,8 +176,37 @@ static __always_inline void max_update(u64 *slot, u64 v)
 
 /* ---- task_work_add ------------------------------------------------------ */
 
-static __always_inline int add_entry(struct task_struct *task, struct callback_head *work,
-				     u32 notify)
+/* A callback_head being queued again is no longer queued under its previous
+ * item, which was neither seen to start nor cancelled: its callback ran
+ * while its function was not probed yet.  Count it here, exactly, at batch
+ * precision: it ran in the target's latest task_work_run. */
+static __always_inline void settle_untimed(void *ctx, u64 work, struct tw_item *old)
+{
+	struct tw_item it = *old;
+	u64 run_ts = 0;
+	struct tw_task *t = tasks.lookup(&it.tid);
+	if (t) {
+		__sync_fetch_and_add(&t->depth, -1);
+		run_ts = t->last_run_ts;
+	}
+	struct tw_agg *a = agg_of(it.tid, it.func);
+	if (a)
+		__sync_fetch_and_add(&a->callbacks, 1);
+	stat_inc(TW_ST_UNTIMED);
+#ifdef TW_EVENTS
+	int after = run_ts > it.ts;
+	struct tw_event ev = {.kind = TW_EV_CALLBACK, .ts = after ? run_ts : it.ts, .work = work,
+			      .func = it.func, .queue_ns = after ? run_ts - it.ts : 0,
+			      .tid = it.tid, .pid = it.pid,
+			      .flags = TW_CB_UNTIMED | (after ? TW_CB_MATCHED : 0)};
+	if (t)
+		__builtin_memcpy(ev.comm, t->comm, TW_COMM_LEN);
+	emit(ctx, &ev);
+#endif
+}
+
+static __always_inline int add_entry(void *ctx, struct task_struct *task,
+				     struct callback_head *work, u32 notify)
 {
 	struct add_call c = {};
 	bpf_probe_read_kernel(&c.tid, sizeof(c.tid), &task->pid);
@@ -188,6 +225,9 @@ static __always_inline int add_entry(struct task_struct *task, struct callback_h
 	 * another CPU before task_work_add returns. */
 	struct tw_item it = {.ts = c.ts, .func = c.func, .tid = c.tid, .pid = c.pid,
 			     .adder_tid = (u32)pt, .adder_pid = pt >> 32};
+	struct tw_item *old = inflight.lookup(&c.work);
+	if (old)
+		settle_untimed(ctx, c.work, old);
 	if (inflight.update(&c.work, &it) != 0)
 		stat_inc(TW_ST_EVICTED);
 	struct tw_task *t = task_of(c.tid, c.pid, c.comm);
@@ -257,39 +297,74 @@ static __always_inline int run_entry(void)
 	if (!wanted_current())
 		return 0;
 	u32 key = thread_key();
-	struct run_call r = {.ts = bpf_ktime_get_ns()};
-	run_calls.update(&key, &r);
+	struct run_state zero = {};
+	struct run_state *s = run_states.lookup_or_try_init(&key, &zero);
+	if (!s) {
+		stat_inc(TW_ST_EVICTED);
+		return 0;
+	}
+	u64 now = bpf_ktime_get_ns();
+	u32 l = s->level;
+	s->level = l + 1;
+	if (l < TW_MAX_NEST) {
+		struct run_level *lv = &s->lv[l & (TW_MAX_NEST - 1)];
+		lv->ts = now;
+		lv->count = 0;
+		lv->cb_depth = 0;
+	}
 	/* Items added before this instant are all run (or were cancelled) by
-	 * this call: user space uses it to settle items of unprobed callbacks. */
+	 * the time this call returns: user space settles items whose callback
+	 * ran unprobed with it and last_run_end. */
 	u32 tid = (u32)bpf_get_current_pid_tgid();
 	struct tw_task *t = tasks.lookup(&tid);
 	if (t)
-		t->last_run_ts = r.ts;
+		t->last_run_ts = now;
 	return 0;
 }
 
 static __always_inline int run_return(void *ctx)
 {
 	u32 key = thread_key();
-	struct run_call *r = run_calls.lookup(&key);
-	if (!r)
+	struct run_state *s = run_states.lookup(&key);
+	if (!s || s->level == 0)
 		return 0;
-	u64 now = bpf_ktime_get_ns();
-	u64 pt = bpf_get_current_pid_tgid();
-	u32 tid = (u32)pt;
-	if (r->count) {
+	u32 l = s->level - 1;
+	s->level = l;
+	if (l < TW_MAX_NEST) {
+		struct run_level *lv = &s->lv[l & (TW_MAX_NEST - 1)];
+		if (lv->count) {
+			u64 pt = bpf_get_current_pid_tgid();
+			u32 tid = (u32)pt;
+			struct tw_task *t = tasks.lookup(&tid);
+			if (t)
+				__sync_fetch_and_add(&t->runs, 1);
+#ifdef TW_EVENTS
+			struct tw_event ev = {.kind = TW_EV_RUN, .ts = lv->ts,
+					      .dur_ns = bpf_ktime_get_ns() - lv->ts, .tid = tid,
+					      .pid = pt >> 32, .count = lv->count};
+			bpf_get_current_comm(ev.comm, sizeof(ev.comm));
+			emit(ctx, &ev);
+#endif
+		}
+	}
+	if (l == 0) {
+		run_states.delete(&key);
+		u32 tid = (u32)bpf_get_current_pid_tgid();
 		struct tw_task *t = tasks.lookup(&tid);
 		if (t)
-			__sync_fetch_and_add(&t->runs, 1);
-#ifdef TW_EVENTS
-		struct tw_event ev = {.kind = TW_EV_RUN, .ts = r->ts, .dur_ns = now - r->ts,
-				      .tid = tid, .pid = pt >> 32, .count = r->count};
-		bpf_get_current_comm(ev.comm, sizeof(ev.comm));
-		emit(ctx, &ev);
-#endif
+			t->last_run_end = bpf_ktime_get_ns();
 	}
-	run_calls.delete(&key);
 	return 0;
+}
+
+/* The level whose callbacks a probe on this thread belongs to, or NULL when
+ * no tracked task_work_run is active (the function was called directly). */
+static __always_inline struct run_level *current_level(u32 key)
+{
+	struct run_state *s = run_states.lookup(&key);
+	if (!s || s->level == 0 || s->level > TW_MAX_NEST)
+		return 0;
+	return &s->lv[(s->level - 1) & (TW_MAX_NEST - 1)];
 }
 
 /* ---- callbacks (kprobes attached per callback function by user space) --- */
@@ -297,24 +372,20 @@ static __always_inline int run_return(void *ctx)
 int cb_entry(struct pt_regs *ctx)
 {
 	u32 key = thread_key();
-	struct run_call *r = run_calls.lookup(&key);
-	if (!r) /* called directly, not as queued task_work */
+	struct run_level *lv = current_level(key);
+	if (!lv)
 		return 0;
 	/* task_work_run calls callbacks one after another; a probed function
-	 * entered inside another one is a direct call (io_uring's handlers
-	 * inside tctx_task_work): not a queued item, and its return must not
-	 * end the outer callback. */
-	u32 zero = 0;
-	u32 *depth = cb_depth.lookup_or_try_init(&key, &zero);
-	if (!depth)
-		return 0;
-	if (*depth > 0) {
-		if (*depth < 64)
-			(*depth)++;
+	 * entered inside another one at the same level is a direct call
+	 * (io_uring's handlers inside tctx_task_work): not a queued item, and
+	 * its return must not end the outer callback. */
+	if (lv->cb_depth > 0) {
+		if (lv->cb_depth < 64)
+			lv->cb_depth++;
 		stat_inc(TW_ST_NESTED);
 		return 0;
 	}
-	*depth = 1;
+	lv->cb_depth = 1;
 	struct cb_call c = {.ts = bpf_ktime_get_ns(), .work = PT_REGS_PARM1(ctx)};
 	struct tw_item *it = inflight.lookup(&c.work);
 	if (it) {
@@ -331,53 +402,50 @@ int cb_entry(struct pt_regs *ctx)
 		bpf_probe_read_kernel(&c.func, sizeof(c.func), &((struct callback_head *)c.work)->func);
 		stat_inc(TW_ST_UNMATCHED);
 	}
-	r->count++;
-	cb_calls.update(&key, &c);
+	lv->count++;
+	lv->cb = c;
 	return 0;
 }
 
 int cb_return(struct pt_regs *ctx)
 {
 	u32 key = thread_key();
-	u32 *depth = cb_depth.lookup(&key);
-	if (!depth || *depth == 0)
+	struct run_level *lv = current_level(key);
+	if (!lv || lv->cb_depth == 0)
 		return 0;
-	if (--(*depth) > 0)
+	if (--lv->cb_depth > 0)
 		return 0;
-	struct cb_call *c = cb_calls.lookup(&key);
-	if (!c)
-		return 0;
+	struct cb_call c = lv->cb;
 	u64 now = bpf_ktime_get_ns();
-	u64 run = now - c->ts;
+	u64 run = now - c.ts;
 	u64 pt = bpf_get_current_pid_tgid();
 	u32 tid = (u32)pt;
-	struct tw_agg *a = agg_of(tid, c->func);
+	struct tw_agg *a = agg_of(tid, c.func);
 	if (a) {
 		__sync_fetch_and_add(&a->callbacks, 1);
 		__sync_fetch_and_add(&a->run_sum, run);
 		max_update(&a->run_max, run);
-		if (c->matched) {
+		if (c.matched) {
 			__sync_fetch_and_add(&a->matched, 1);
-			__sync_fetch_and_add(&a->queue_sum, c->queue_ns);
-			max_update(&a->queue_max, c->queue_ns);
+			__sync_fetch_and_add(&a->queue_sum, c.queue_ns);
+			max_update(&a->queue_max, c.queue_ns);
 		}
 	}
-	hist_add(tid, c->func, TW_H_RUN, run);
-	if (c->matched)
-		hist_add(tid, c->func, TW_H_QUEUE, c->queue_ns);
+	hist_add(tid, c.func, TW_H_RUN, run);
+	if (c.matched)
+		hist_add(tid, c.func, TW_H_QUEUE, c.queue_ns);
 	if (!tasks.lookup(&tid)) {
 		char comm[TW_COMM_LEN];
 		bpf_get_current_comm(comm, sizeof(comm));
 		task_of(tid, pt >> 32, comm);
 	}
 #ifdef TW_EVENTS
-	struct tw_event ev = {.kind = TW_EV_CALLBACK, .ts = c->ts, .work = c->work,
-			      .func = c->func, .queue_ns = c->queue_ns, .dur_ns = run,
-			      .tid = tid, .pid = pt >> 32, .flags = c->matched ? TW_CB_MATCHED : 0};
+	struct tw_event ev = {.kind = TW_EV_CALLBACK, .ts = c.ts, .work = c.work,
+			      .func = c.func, .queue_ns = c.queue_ns, .dur_ns = run,
+			      .tid = tid, .pid = pt >> 32, .flags = c.matched ? TW_CB_MATCHED : 0};
 	bpf_get_current_comm(ev.comm, sizeof(ev.comm));
 	emit(ctx, &ev);
 #endif
-	cb_calls.delete(&key);
 	return 0;
 }
 
@@ -468,7 +536,7 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
 #ifdef TW_FENTRY
 KFUNC_PROBE(task_work_add, struct task_struct *task, struct callback_head *work, int notify)
 {
-	return add_entry(task, work, (u32)notify);
+	return add_entry(ctx, task, work, (u32)notify);
 }
 
 KRETFUNC_PROBE(task_work_add, struct task_struct *task, struct callback_head *work, int notify,
@@ -489,7 +557,7 @@ KRETFUNC_PROBE(task_work_run)
 #else
 int add_kprobe(struct pt_regs *ctx)
 {
-	return add_entry((struct task_struct *)PT_REGS_PARM1(ctx),
+	return add_entry(ctx, (struct task_struct *)PT_REGS_PARM1(ctx),
 			 (struct callback_head *)PT_REGS_PARM2(ctx), (u32)PT_REGS_PARM3(ctx));
 }
 

@@ -23,11 +23,13 @@
 #define TW_ST_LOST 0      /* events the ring/perf buffer had no room for */
 #define TW_ST_EVICTED 1   /* items/stats not tracked: a bounded map was full */
 #define TW_ST_UNMATCHED 2 /* callbacks whose add was not seen */
-#define TW_ST_NESTED 3    /* callbacks starting inside another (not timed) */
-#define TW_ST_N 4
+#define TW_ST_NESTED 3    /* probed callbacks called directly inside a callback (not items) */
+#define TW_ST_UNTIMED 4   /* callbacks that ran unprobed, settled when their item was re-queued */
+#define TW_ST_N 5
 
 /* Flags of a callback event. */
 #define TW_CB_MATCHED 1 /* the add was seen: queue_ns is valid */
+#define TW_CB_UNTIMED 2 /* ran unprobed: ts is the batch's start, no run time */
 
 /* One happening, sent to user space only when events are asked for. */
 struct tw_event {
@@ -86,7 +88,8 @@ struct tw_task {
 	s64 depth;
 	s64 max_depth;
 	u64 runs; /* task_work_run calls that ran a traced callback */
-	u64 last_run_ts;
+	u64 last_run_ts;  /* entry of the latest task_work_run */
+	u64 last_run_end; /* return of the latest outermost task_work_run */
 };
 
 /* Who queues work on whom. */

@@ -8,6 +8,10 @@ and calls keyctl(KEYCTL_SESSION_TO_PARENT): the kernel queues
 wake a sleeping task, so the item waits until the parent returns to user mode,
 i.e. until waitpid() returns after the child has slept --delay-ms and exited.
 The parent then checks that its session keyring really was replaced.
+
+With --calls N the child asks N times; the kernel cancels the still-pending
+item of each earlier call (task_work_cancel*) before queueing the next, so a
+tracer sees N adds, N-1 cancels and 1 callback.
 """
 
 import errno
@@ -71,7 +75,7 @@ def wait_until_sleeping(pid, timeout_s=2.0):
         time.sleep(0.001)
 
 
-def child(wfd, delay_ms):
+def child(wfd, delay_ms, calls):
     """Runs in the forked child; never returns."""
     out = {"adder_pid": os.getpid(), "adder_tid": threading.get_native_id()}
     code = 0
@@ -80,7 +84,8 @@ def child(wfd, delay_ms):
         out["child_session"] = keyctl(KEYCTL_JOIN_SESSION_KEYRING, None)
         t0 = _wl.now_ns()
         try:
-            keyctl(KEYCTL_SESSION_TO_PARENT)
+            for _ in range(calls):
+                keyctl(KEYCTL_SESSION_TO_PARENT)
             out["rc"] = 0
         except OSError as e:
             out["rc"] = -e.errno
@@ -107,6 +112,9 @@ def main():
     p.add_argument("--keep-session", action="store_true",
                    help="do not give the parent a fresh session keyring first "
                         "(the inherited one must then be owned by our euid)")
+    p.add_argument("--calls", type=_wl.positive_int, default=1, metavar="N",
+                   help="KEYCTL_SESSION_TO_PARENT calls; each after the first cancels "
+                        "the pending item of the one before (default 1)")
     args = p.parse_args()
 
     if os.getpid() == 1:
@@ -130,6 +138,7 @@ def main():
 
     rec = _wl.base_record(NAME)
     rec["delay_ms"] = args.delay_ms
+    rec["calls"] = args.calls
     rec["session_before"] = before
     # An inherited SIGCHLD=SIG_IGN would auto-reap the child and make
     # waitpid() fail with ECHILD.
@@ -139,7 +148,7 @@ def main():
     pid = os.fork()
     if pid == 0:
         os.close(rfd)
-        child(wfd, args.delay_ms)
+        child(wfd, args.delay_ms, args.calls)
     os.close(wfd)
     t_wait = _wl.now_ns()
     _, status = os.waitpid(pid, 0)
@@ -181,7 +190,8 @@ def main():
         "session_matches_child": after == ch["child_session"],
         "min_latency_ns": args.delay_ms * 1000000,
         "expect": _wl.expect("key_change_session_keyring", _wl.TWA_RESUME,
-                             adds=1, runs=1, target="parent",
+                             adds=args.calls, cancels=args.calls - 1, runs=1,
+                             target="parent",
                              add_window=["t_add_start_ns", "t_add_end_ns"],
                              run_window=["t_child_done_ns", "t_parent_wake_ns"]),
     })

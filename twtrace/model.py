@@ -15,6 +15,7 @@ from twtrace.hist import Histogram
 
 NOTIFY_NAMES = {0: "none", 1: "resume", 2: "signal", 3: "signal_no_ipi", 4: "nmi_current"}
 QUEUE, RUN = 0, 1
+CB_MATCHED, CB_UNTIMED = 1, 2  # callback event flags (bpf/twtrace.h)
 TOP_ADDERS = 5
 
 
@@ -52,7 +53,9 @@ class Snapshotter:
         keep = {tid for tid, t in tasks.items() if self._task_wanted(t["comm"])}
         aggs = {k: v for k, v in raw["aggs"].items() if k[0] in keep}
         hists = {k: Histogram(v) for k, v in raw["hists"].items() if k[0] in keep}
-        out = [{"type": "snapshot", "ts_ns": ts_ns, "seq": seq, "final": final}]
+        st = raw.get("stats", {})
+        out = [{"type": "snapshot", "ts_ns": ts_ns, "seq": seq, "final": final,
+                "lost_events": st.get("lost", 0), "evicted": st.get("evicted", 0)}]
         out += self._task_lines(tasks, keep, aggs, hists)
         out += self._func_lines(tasks, aggs, hists, raw["pairs"], keep)
         return out
@@ -124,7 +127,8 @@ def summary_line(task_lines: List[dict], stats: dict, duration_ns: int, interrup
     s = _sums(t for t in task_lines if t["type"] == "task")
     return {"type": "summary", "duration_ns": duration_ns, "items": s["adds"] - s["failed_adds"],
             **s, "lost_events": stats["lost"], "evicted": stats["evicted"],
-            "unmatched": stats["unmatched"], "interrupted": interrupted,
+            "unmatched": stats["unmatched"], "untimed": stats.get("untimed", 0),
+            "interrupted": interrupted,
             "exit_status": exit_status, "complete": True}
 
 
@@ -142,11 +146,13 @@ def event_line(ev: dict, fname: Callable[[int], str], probed: Callable[[int], bo
             line["error"] = ev["ret"]
         return line
     if kind == "callback":
-        matched = bool(ev["flags"] & 1)
+        matched = bool(ev["flags"] & CB_MATCHED)
+        untimed = bool(ev["flags"] & CB_UNTIMED)
         return {**base, "work": hexaddr(ev["work"]), "func": fname(ev["func"]),
                 "tid": ev["tid"], "pid": ev["pid"], "comm": ev["comm"],
-                "queue_ns": ev["queue_ns"] if matched else None, "run_ns": ev["dur_ns"],
-                "timing": "exact"}
+                "queue_ns": ev["queue_ns"] if matched else None,
+                "run_ns": None if untimed else ev["dur_ns"],
+                "timing": "batch" if untimed else "exact"}
     if kind == "cancel":
         return {**base, "work": hexaddr(ev["work"]), "func": fname(ev["func"]),
                 "tid": ev["tid"], "pid": ev["pid"]}
@@ -155,21 +161,63 @@ def event_line(ev: dict, fname: Callable[[int], str], probed: Callable[[int], bo
 
 
 def batch_callback_lines(stale: Dict[int, dict], tasks: dict, fname: Callable[[int], str]) -> List[dict]:
-    """Items of callbacks that could not be probed, settled because their
-    task has since entered task_work_run: timed at batch level."""
+    """Callback lines for items settled by stale_items: timed at batch level,
+    from the start of the target's latest task_work_run when that came after
+    the add (the callback ran in it or in a later one)."""
     out = []
     for work, it in sorted(stale.items(), key=lambda kv: kv[1]["ts"]):
         t = tasks.get(it["tid"], {})
         run_ts = t.get("last_run_ts", 0)
-        out.append({"type": "callback", "ts_ns": run_ts, "work": hexaddr(work),
-                    "func": fname(it["func"]), "tid": it["tid"], "pid": it["pid"],
-                    "comm": t.get("comm", "?"), "queue_ns": run_ts - it["ts"],
+        after = run_ts > it["ts"]
+        out.append({"type": "callback", "ts_ns": run_ts if after else it["ts"],
+                    "work": hexaddr(work), "func": fname(it["func"]), "tid": it["tid"],
+                    "pid": it["pid"], "comm": t.get("comm", "?"),
+                    "queue_ns": run_ts - it["ts"] if after else None,
                     "run_ns": None, "timing": "batch"})
     return out
 
 
-def stale_items(inflight: Dict[int, dict], tasks: dict, probed: Callable[[int], bool]) -> Dict[int, dict]:
-    """In-flight items of unprobed callbacks whose task ran task_work since."""
-    return {w: it for w, it in inflight.items()
-            if not probed(it["func"])
-            and tasks.get(it["tid"], {}).get("last_run_ts", 0) > it["ts"]}
+def stale_items(inflight: Dict[int, dict], tasks: dict,
+                exited: Iterable[int] = ()) -> Dict[int, dict]:
+    """In-flight items whose callback must have run untimed.
+
+    task_work_run runs every item queued before it was entered, so an item
+    older than its task's latest completed task_work_run has run; so has
+    every item of a task that has exited (exit_task_work runs them all and
+    later adds fail).  Untimed, because the function was not probed yet
+    (probes are attached once a new function is seen) or cannot be probed."""
+    exited = set(exited)
+    out = {}
+    for w, it in inflight.items():
+        t = tasks.get(it["tid"])
+        ran = t is not None and it["ts"] < t["last_run_ts"] <= t.get("last_run_end", 0)
+        if ran or it["tid"] in exited:
+            out[w] = it
+    return out
+
+
+class Settled:
+    """Callbacks that ran untimed (see stale_items), counted in user space
+    and added to what the kernel counted."""
+
+    def __init__(self) -> None:
+        self.callbacks: Dict[tuple, int] = {}
+        self.per_task: Dict[int, int] = {}
+
+    def add(self, items: Dict[int, dict]) -> None:
+        for it in items.values():
+            key = (it["tid"], it["func"])
+            self.callbacks[key] = self.callbacks.get(key, 0) + 1
+            self.per_task[it["tid"]] = self.per_task.get(it["tid"], 0) + 1
+
+    def apply(self, raw: dict) -> dict:
+        """raw with settled callbacks counted and taken off depth (a copy)."""
+        aggs = dict(raw["aggs"])
+        for key, n in self.callbacks.items():
+            if key in aggs:
+                aggs[key] = {**aggs[key], "callbacks": aggs[key]["callbacks"] + n}
+        tasks = dict(raw["tasks"])
+        for tid, n in self.per_task.items():
+            if tid in tasks:
+                tasks[tid] = {**tasks[tid], "depth": tasks[tid]["depth"] - n}
+        return {**raw, "aggs": aggs, "tasks": tasks}

@@ -20,6 +20,7 @@ from typing import List, Optional, TextIO
 
 from twtrace import __version__
 from twtrace.errors import UserError
+from twtrace.session import Session
 
 SCHEMA = 1
 
@@ -160,7 +161,7 @@ def run(opts: RecordOptions) -> int:
 
 def _trace(opts, out, stop, loader, features, model) -> int:
     fname = lambda a: loader.syms.name(a) or model.hexaddr(a)  # noqa: E731
-    snap = model.Snapshotter(loader.syms.name, loader.probed, opts.comm)
+    session = Session(loader, opts.comm)
     comm_re = re.compile(opts.comm) if opts.comm else None
     start_ns = time.monotonic_ns()
     out.write({
@@ -205,7 +206,7 @@ def _trace(opts, out, stop, loader, features, model) -> int:
             next_probe = now + 0.5e9
         if next_snap and now >= next_snap:
             lost_seen = _lost_line(out, loader, lost_seen, now)
-            _snapshot(out, snap, loader, model, now, seq, False, opts.events)
+            _snapshot(out, session, now, seq, False, opts.events)
             seq += 1
             next_snap = now + opts.interval * 1e9
     if proc:
@@ -214,8 +215,8 @@ def _trace(opts, out, stop, loader, features, model) -> int:
         loader.poll(20)
     now = time.monotonic_ns()
     _lost_line(out, loader, lost_seen, now)
-    raw = _snapshot(out, snap, loader, model, now, seq, True, opts.events)
-    tasks = [line for line in snap.lines(raw, now, seq, True) if line["type"] == "task"]
+    raw = _snapshot(out, session, now, seq, True, opts.events)
+    tasks = [line for line in session.lines(raw, now, seq, True) if line["type"] == "task"]
     out.write(model.summary_line(tasks, raw["stats"], now - start_ns, bool(stop), exit_status))
     out.finish()
     if exit_status is not None:
@@ -223,16 +224,12 @@ def _trace(opts, out, stop, loader, features, model) -> int:
     return 0
 
 
-def _snapshot(out, snap, loader, model, now, seq, final, events):
-    raw = loader.read()
-    stale = model.stale_items(loader.inflight(), raw["tasks"], loader.probed) \
-        if loader.features.callbacks_unprobed else {}
-    if stale:
-        if events:
-            for line in model.batch_callback_lines(stale, raw["tasks"], snap.fname):
-                out.write(line)
-        loader.forget_items(list(stale))
-    for line in snap.lines(raw, now, seq, final):
+def _snapshot(out, session, now, seq, final, events):
+    raw, batch_lines = session.read()
+    if events:
+        for line in batch_lines:
+            out.write(line)
+    for line in session.lines(raw, now, seq, final):
         out.write(line)
     return raw
 

@@ -200,6 +200,13 @@ def test_keyctl_parent():
     assert (e["callback"], e["notify"], e["target"]) == ("key_change_session_keyring", 1, "parent")
 
 
+def test_keyctl_parent_repeated_calls_expect_cancels():
+    d, _ = run_wl("keyctl_parent", "--delay-ms", 10, "--calls", 3)
+    assert d["keyctl_rc"] == 0 and d["calls"] == 3 and d["session_changed"] is True
+    e = d["expect"]
+    assert (e["adds"], e["cancels"], e["runs"]) == (3, 2, 1)
+
+
 @pytest.mark.parametrize("backing", ["auto", "memfd"])
 def test_slow_fput(backing):
     d, _ = run_wl("slow_fput", "--mb", 16, "--small", 3, "--backing", backing)

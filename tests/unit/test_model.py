@@ -103,12 +103,64 @@ def test_event_lines():
     assert cb["queue_ns"] is None and cb["run_ns"] == 7  # add not seen: no queue latency
 
 
-def test_unprobed_items_settle_at_batch_level_once_their_task_ran():
-    inflight = {1: {"ts": 10, "func": 0x99, "tid": 100, "pid": 100},   # before last run: ran
+def test_items_settle_at_batch_level_once_their_task_ran_task_work():
+    tasks = {100: {"pid": 100, "comm": "worker", "depth": 3, "max_depth": 3, "runs": 1,
+                   "last_run_ts": 50, "last_run_end": 55},
+             200: {"pid": 200, "comm": "busy", "depth": 1, "max_depth": 1, "runs": 1,
+                   "last_run_ts": 50, "last_run_end": 40}}  # inside a run since 50
+    inflight = {1: {"ts": 10, "func": 0x99, "tid": 100, "pid": 100},   # before that run: ran
                 2: {"ts": 60, "func": 0x99, "tid": 100, "pid": 100},   # after: still queued
-                3: {"ts": 10, "func": FPUT, "tid": 100, "pid": 100}}   # probed: exact path
-    stale = model.stale_items(inflight, RAW["tasks"], lambda a: a in NAMES)
+                3: {"ts": 10, "func": 0x99, "tid": 200, "pid": 200},   # run not over yet
+                4: {"ts": 10, "func": 0x99, "tid": 300, "pid": 300}}   # task never seen
+    stale = model.stale_items(inflight, tasks)
     assert list(stale) == [1]
-    (line,) = model.batch_callback_lines(stale, RAW["tasks"], hex)
+    (line,) = model.batch_callback_lines(stale, tasks, hex)
     validate_line(line)
     assert line["timing"] == "batch" and line["queue_ns"] == 40 and line["run_ns"] is None
+
+
+def test_settled_callbacks_count_and_leave_the_queue():
+    raw = {"tasks": {100: {"pid": 100, "comm": "w", "depth": 3, "max_depth": 3, "runs": 1,
+                           "last_run_ts": 50, "last_run_end": 55}},
+           "aggs": {(100, 0x99): {"adds": 3, "callbacks": 0}}, "hists": {}, "pairs": {},
+           "stats": {}}
+    s = model.Settled()
+    s.add({1: {"ts": 10, "func": 0x99, "tid": 100, "pid": 100}})
+    s.add({2: {"ts": 20, "func": 0x99, "tid": 100, "pid": 100},
+           5: {"ts": 20, "func": 0x77, "tid": 999, "pid": 999}})  # evicted task: ignored
+    out = s.apply(raw)
+    assert out["aggs"][(100, 0x99)]["callbacks"] == 2 and out["tasks"][100]["depth"] == 1
+    assert raw["aggs"][(100, 0x99)]["callbacks"] == 0  # the kernel's numbers stay as read
+
+
+def test_untimed_callback_event_is_batch_timed():
+    ev = {"kind": "callback", "ts": 500, "work": 0x10, "func": 0x99, "queue_ns": 40,
+          "dur_ns": 0, "tid": 100, "pid": 100, "adder_tid": 0, "adder_pid": 0, "ret": 0,
+          "notify": 0, "count": 0, "flags": model.CB_MATCHED | model.CB_UNTIMED,
+          "comm": "w", "adder_comm": ""}
+    line = model.event_line(ev, hex, lambda a: False)
+    validate_line(line)
+    assert (line["timing"], line["queue_ns"], line["run_ns"]) == ("batch", 40, None)
+    line = model.event_line(dict(ev, flags=model.CB_UNTIMED), hex, lambda a: False)
+    assert line["queue_ns"] is None and line["timing"] == "batch"
+
+
+def test_items_of_an_exited_task_have_run():
+    tasks = {100: {"pid": 100, "comm": "w", "depth": 1, "max_depth": 1, "runs": 1,
+                   "last_run_ts": 50, "last_run_end": 55}}
+    inflight = {1: {"ts": 52, "func": 0x99, "tid": 100, "pid": 100}}  # added during the last run
+    assert model.stale_items(inflight, tasks) == {}
+    stale = model.stale_items(inflight, tasks, exited={100})
+    assert list(stale) == [1]
+    (line,) = model.batch_callback_lines(stale, tasks, hex)
+    validate_line(line)
+    assert line["ts_ns"] == 52 and line["queue_ns"] is None  # no run started after the add
+
+
+def test_snapshot_line_carries_lost_and_evicted():
+    snap = model.Snapshotter(lambda a: None, lambda a: True)
+    raw = {"tasks": {}, "aggs": {}, "hists": {}, "pairs": {},
+           "stats": {"lost": 3, "evicted": 2, "unmatched": 0}}
+    (line,) = snap.lines(raw, 10, 0, True)
+    validate_line(line)
+    assert (line["lost_events"], line["evicted"]) == (3, 2)

@@ -143,3 +143,63 @@ def test_sigint_mid_record_leaves_a_complete_file(vm, tmp_path):
     assert rec.summary["interrupted"] is True and rec.summary["complete"]
     assert rec.summary["adds"] >= 8
     assert not (tmp_path / "int.jsonl.partial").exists()
+
+
+def test_cancelled_items_leave_the_queue(vm, tmp_path):
+    """Each KEYCTL_SESSION_TO_PARENT after the first cancels the pending item."""
+    lines, truth = record(vm, tmp_path, "keyctl_parent", "--delay-ms", "50", "--calls", "3")
+    parent = truth["tid"]
+    adds = of(lines, "add", parent, "key_change_session_keyring")
+    cancels = of(lines, "cancel", parent, "key_change_session_keyring")
+    cbs = of(lines, "callback", parent, "key_change_session_keyring")
+    assert len(adds) == 3 and all(a["ok"] for a in adds)
+    assert [c["work"] for c in cancels] == [a["work"] for a in adds[:2]]
+    assert [c["work"] for c in cbs] == [adds[2]["work"]]
+    for c, a in zip(cancels, adds):
+        assert truth["t_add_start_ns"] <= a["ts_ns"] <= c["ts_ns"] <= truth["t_add_end_ns"]
+    (task,) = [t for t in final(lines, "task") if t["tid"] == parent]
+    assert task["cancels"] == 2 and task["depth"] == 0
+    (func,) = [f for f in final(lines, "func") if f["func"] == "key_change_session_keyring"]
+    assert (func["adds"], func["cancels"], func["callbacks"]) == (3, 2, 1)
+    assert lines[0]["features"]["cancel"]  # the variants found are recorded
+
+
+def test_posix_cpu_timer_expiries_run_as_task_work(vm, tmp_path):
+    lines, truth = record(vm, tmp_path, "cpu_timer", "--ms", "400", "--interval-ms", "20")
+    tid, lo, hi = truth["tid"], truth["t_start_ns"], truth["t_end_ns"]
+    assert truth["signals"] >= 3
+    adds = of(lines, "add", tid, "posix_cpu_timers_work", lo, hi)
+    cbs = sorted(of(lines, "callback", tid, "posix_cpu_timers_work", lo, hi),
+                 key=lambda c: c["ts_ns"])
+    assert all(a["adder_tid"] == tid and a["notify"] == "resume" for a in adds)
+    assert len(cbs) >= truth["signals"]
+    # every signal the workload caught was sent by a callback that started before it
+    prev = lo
+    for stamp in truth["signal_times_ns"]:
+        assert any(prev <= c["ts_ns"] <= stamp for c in cbs), stamp
+        prev = stamp
+
+
+def test_late_probed_callbacks_settle_at_batch_level(vm, tmp_path):
+    """A callback function seen for the first time is probed only then: its
+    first items run untimed and are settled at batch level, so counts and
+    depth still balance exactly."""
+    out = tmp_path / "late.jsonl"
+    r = vm.run(["env", "TWTRACE_LATE_PROBES=1", "twtrace", "record", "--events", "-o", str(out),
+                "--", "python3", "examples/close_batch.py", "--files", "8", "--rounds", "6",
+                "--gap-ms", "300"], timeout=600).check()
+    truth = json.loads(r.stdout.strip().splitlines()[-1])
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    for line in lines:
+        validate_line(line)
+    tid = truth["tid"]
+    adds = of(lines, "add", tid, "____fput")
+    cbs = of(lines, "callback", tid, "____fput")
+    assert {c["work"] for c in cbs} == {a["work"] for a in adds}
+    timing = {c["timing"] for c in cbs}
+    assert timing == {"batch", "exact"}  # first untimed, later probed
+    # queue_ns is known when the task entered task_work_run after the add
+    assert all(c["run_ns"] is None and (c["queue_ns"] or 0) >= 0
+               for c in cbs if c["timing"] == "batch")
+    (task,) = [t for t in final(lines, "task") if t["tid"] == tid]
+    assert task["callbacks"] == task["adds"] and task["depth"] == 0

@@ -60,8 +60,10 @@ def json_group(state: TopState) -> List[Dict[str, Any]]:
     if cur is None:
         return []
     snap = dict(cur.snapshot, interval_ns=t.dt_ns, items_per_s=t.items_s, adds_per_s=t.adds_s,
-                callbacks_per_s=t.cb_s, lost_events=t.lost, evicted=t.evicted,
-                bpf_pct=t.bpf_pct, cpu_pct=t.cpu_pct)
+                callbacks_per_s=t.cb_s, bpf_pct=t.bpf_pct, cpu_pct=t.cpu_pct)
+    # counters the record format defines as integers: left out when unknown
+    snap.update({k: v for k, v in (("lost_events", t.lost), ("evicted", t.evicted))
+                 if v is not None})
     out: List[Dict[str, Any]] = [snap]
     tasks, funcs = state.rows[TASKS], state.rows[FUNCS]
     out += [dict(x, **_rates(tasks.get(x["tid"]), t.dt_ns))

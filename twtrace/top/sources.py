@@ -19,6 +19,7 @@ import time
 from typing import Callable, Dict, List, Optional
 
 from twtrace.errors import UserError
+from twtrace.session import Session
 from twtrace.top.sample import Meta, Sample
 
 
@@ -163,14 +164,12 @@ class LiveSource:
             self.loader.close()
             raise
         self.start_ns = time.monotonic_ns()
-        self.snap = model.Snapshotter(self.loader.syms.name, self.loader.probed, comm)
+        self.session = Session(self.loader, comm)
+        self.snap = self.session.snap
         self.func_re = re.compile(func) if func else None
         self.meta = Meta(hostname=socket.gethostname(), kernel=platform.release(),
                          arch=platform.machine(), probe_mode=features.probe_mode,
                          start_ns=self.start_ns)
-        # Newer engines count callbacks that ran untimed in user space.
-        settled = getattr(model, "Settled", None)
-        self.settled = settled() if settled is not None else None
         self.seq = 0
         self.done = False
         self._base = Sample({"type": "snapshot", "ts_ns": self.start_ns, "seq": -1,
@@ -188,9 +187,8 @@ class LiveSource:
 
     def next(self, interval: float) -> Sample:
         self.loader.probe_new_callbacks()
-        raw = self.loader.read()
+        raw, _ = self.session.read()
         now = time.monotonic_ns()
-        raw = self._settle(raw)
         if self.func_re is not None:
             raw = only_funcs(raw, self._wanted)
         lines = self.snap.lines(raw, now, self.seq, False)
@@ -200,21 +198,6 @@ class LiveSource:
                       [x for x in lines if x["type"] == "func"],
                       lost=st.get("lost"), evicted=st.get("evicted"),
                       bpf=bpf_stats(self.loader), cpu_s=time.process_time())
-
-    def _settle(self, raw: dict) -> dict:
-        """As record's _snapshot does: in-flight items whose callback ran
-        untimed are done; free their slots in the kernel's in-flight map
-        (and, with an engine that has model.Settled, count them)."""
-        m, loader = self.model, self.loader
-        if self.settled is not None:
-            gone = loader.forget_items(m.stale_items(loader.inflight(), raw["tasks"]))
-            self.settled.add(gone)
-            return self.settled.apply(raw)
-        if loader.features.callbacks_unprobed:
-            stale = m.stale_items(loader.inflight(), raw["tasks"], loader.probed)
-            if stale:
-                loader.forget_items(list(stale))
-        return raw
 
     def close(self) -> None:
         self.loader.close()
