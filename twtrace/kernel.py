@@ -60,3 +60,97 @@ def kernel_headers_dir(release: Optional[str] = None) -> Optional[Path]:
     if (build / "include").is_dir() or (build / "Makefile").exists():
         return build.resolve()
     return None
+
+
+# ---------------------------------------------------------------------------
+# The kernel's BPF run-time statistics (what twtrace's own programs cost)
+
+BPF_ENABLE_STATS, BPF_STATS_RUN_TIME = 32, 0
+NR_BPF = {"x86_64": 321, "aarch64": 280}
+BPF_STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled"
+
+
+class BpfStats:
+    """Keeps the kernel's per-program run-time accounting on while twtrace
+    runs.  Prefers BPF_ENABLE_STATS (5.8+): the kernel turns it off again when
+    the fd closes, even if twtrace is killed.  Else flips the sysctl and puts
+    back what it found on close()."""
+
+    def __init__(self) -> None:
+        self.fd: Optional[int] = None
+        self.restore: Optional[str] = None
+        self.enabled = False
+
+    def enable(self) -> bool:
+        self.fd = _enable_stats_fd()
+        if self.fd is not None:
+            self.enabled = True
+            return True
+        try:
+            with open(BPF_STATS_SYSCTL) as f:
+                old = f.read().strip()
+            if old != "1":
+                with open(BPF_STATS_SYSCTL, "w") as f:
+                    f.write("1")
+                self.restore = old
+            self.enabled = True
+        except OSError:
+            self.enabled = False
+        return self.enabled
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        if self.restore is not None:
+            try:
+                with open(BPF_STATS_SYSCTL, "w") as f:
+                    f.write(self.restore)
+            except OSError:
+                pass
+            self.restore = None
+        self.enabled = False
+
+
+def _enable_stats_fd() -> Optional[int]:
+    import ctypes
+    import platform
+
+    nr = NR_BPF.get(platform.machine())
+    if nr is None:
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    attr = (ctypes.c_uint32 * 32)()  # union bpf_attr; enable_stats.type is its first field
+    attr[0] = BPF_STATS_RUN_TIME
+    fd = libc.syscall(ctypes.c_long(nr), ctypes.c_int(BPF_ENABLE_STATS), attr,
+                      ctypes.c_uint(ctypes.sizeof(attr)))
+    return fd if fd >= 0 else None
+
+
+def parse_prog_fdinfo(text: str) -> Optional[tuple]:
+    """(run_time_ns, run_cnt) from /proc/PID/fdinfo/FD of a BPF program (5.1+)."""
+    vals = {}
+    for line in text.splitlines():
+        key, _, v = line.partition(":")
+        if key in ("run_time_ns", "run_cnt"):
+            vals[key] = int(v.strip())
+    if len(vals) < 2:
+        return None
+    return vals["run_time_ns"], vals["run_cnt"]
+
+
+def prog_run_stats(fds) -> Optional[dict]:
+    """Sum of run time and runs over BPF program fds of this process."""
+    total_t = total_n = 0
+    seen = False
+    for fd in fds:
+        try:
+            with open(f"/proc/self/fdinfo/{fd}") as f:
+                got = parse_prog_fdinfo(f.read())
+        except OSError:
+            continue
+        if got:
+            seen = True
+            total_t += got[0]
+            total_n += got[1]
+    return {"run_time_ns": total_t, "run_cnt": total_n} if seen else None

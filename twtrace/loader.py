@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from twtrace.errors import UserError
-from twtrace.kernel import Kallsyms, kernel_headers_dir
+from twtrace.kernel import BpfStats, Kallsyms, kernel_headers_dir, prog_run_stats
 
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 if not (BPF_DIR / "twtrace.bpf.c").exists():  # installed as package data
@@ -105,6 +105,7 @@ class Loader:
         self._on_event: Optional[Callable[[dict], None]] = None
         self._attached_cb: Dict[int, str] = {}
         self._failed_cb: Dict[int, str] = {}
+        self.stats: Optional[BpfStats] = None
 
     # -- setup -------------------------------------------------------------
     def _cflags(self, fentry: bool) -> list:
@@ -178,7 +179,16 @@ class Loader:
                 self._attach_callback(addr, name)
         if self.cfg.events:
             self._open_events()
+        self.stats = BpfStats()
+        self.stats.enable()
         return f
+
+    def bpf_stats(self) -> Optional[dict]:
+        """Cumulative run time and run count of twtrace's BPF programs, or
+        None when the kernel does not account them."""
+        if self.bpf is None or self.stats is None or not self.stats.enabled:
+            return None
+        return prog_run_stats(fn.fd for fn in list(self.bpf.funcs.values()))
 
     def _kfunc_supported(self):
         bcc = import_bcc()
@@ -343,6 +353,9 @@ class Loader:
         return gone
 
     def close(self) -> None:
+        if self.stats is not None:
+            self.stats.close()
+            self.stats = None
         if self.bpf is not None:
             self.bpf.cleanup()
             self.bpf = None

@@ -1,0 +1,58 @@
+"""BPF run-time statistics from program fdinfo (no root, no BPF needed)."""
+import os
+
+from twtrace import kernel
+
+FDINFO = """pos:\t0
+flags:\t02000002
+mnt_id:\t15
+prog_type:\t2
+prog_jited:\t1
+prog_tag:\t0123456789abcdef
+memlock:\t4096
+prog_id:\t42
+run_time_ns:\t123456
+run_cnt:\t789
+"""
+
+
+def test_parse_prog_fdinfo():
+    assert kernel.parse_prog_fdinfo(FDINFO) == (123456, 789)
+    # before 5.1 the fields are absent: no numbers rather than zeros
+    assert kernel.parse_prog_fdinfo("pos:\t0\nprog_type:\t2\n") is None
+
+
+def test_prog_run_stats_sums_and_skips_unknown(tmp_path, monkeypatch):
+    real_open = open
+
+    def fake_open(path, *a, **kw):
+        if str(path).startswith("/proc/self/fdinfo/"):
+            fd = int(str(path).rsplit("/", 1)[1])
+            if fd == 3:
+                return real_open(_write(tmp_path, "a", FDINFO))
+            if fd == 4:
+                return real_open(_write(tmp_path, "b", FDINFO.replace("123456", "1000")))
+            raise FileNotFoundError(path)
+        return real_open(path, *a, **kw)
+
+    monkeypatch.setattr("builtins.open", fake_open)
+    assert kernel.prog_run_stats([3, 4, 99]) == {"run_time_ns": 124456, "run_cnt": 1578}
+    assert kernel.prog_run_stats([99]) is None
+
+
+def _write(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+def test_sysctl_fallback_restores_what_it_found(tmp_path, monkeypatch):
+    sysctl = tmp_path / "bpf_stats_enabled"
+    sysctl.write_text("0\n")
+    monkeypatch.setattr(kernel, "BPF_STATS_SYSCTL", str(sysctl))
+    monkeypatch.setattr(kernel, "_enable_stats_fd", lambda: None)
+    s = kernel.BpfStats()
+    assert s.enable() and sysctl.read_text() == "1"
+    s.close()
+    assert sysctl.read_text() == "0" and not s.enabled
+    assert os.path.exists(sysctl)
