@@ -305,6 +305,14 @@ static __always_inline int run_entry(void)
 	}
 	u64 now = bpf_ktime_get_ns();
 	u32 l = s->level;
+	/* task_work_run nests only inside a callback.  With none running at the
+	 * current level, earlier returns were missed: this thread was inside
+	 * when a probe was attached or a BPF trampoline rebuilt (by twtrace's own
+	 * start-up, or another tool).  Start over rather than drift forever. */
+	if (l > TW_MAX_NEST || (l > 0 && s->lv[(l - 1) & (TW_MAX_NEST - 1)].cb_depth == 0)) {
+		stat_inc(TW_ST_RESYNC);
+		l = 0;
+	}
 	s->level = l + 1;
 	if (l < TW_MAX_NEST) {
 		struct run_level *lv = &s->lv[l & (TW_MAX_NEST - 1)];
@@ -545,12 +553,23 @@ KRETFUNC_PROBE(task_work_add, struct task_struct *task, struct callback_head *wo
 	return add_return(ctx, ret);
 }
 
-KFUNC_PROBE(task_work_run)
+/* KFUNC_PROBE(ev) with no arguments leaves a dangling comma in old bcc
+ * (0.18: "args" instead of "##args"). Bccs without module support name the
+ * programs kfunc__EV, which can be written out directly. */
+#ifdef MODULE_KFUNC_PROBE
+#define TW_KFUNC_NOARGS(ev) KFUNC_PROBE(ev)
+#define TW_KRETFUNC_NOARGS(ev) KRETFUNC_PROBE(ev)
+#else
+#define TW_KFUNC_NOARGS(ev) int kfunc__##ev(unsigned long long *ctx)
+#define TW_KRETFUNC_NOARGS(ev) int kretfunc__##ev(unsigned long long *ctx)
+#endif
+
+TW_KFUNC_NOARGS(task_work_run)
 {
 	return run_entry();
 }
 
-KRETFUNC_PROBE(task_work_run)
+TW_KRETFUNC_NOARGS(task_work_run)
 {
 	return run_return(ctx);
 }

@@ -32,7 +32,7 @@ KNOWN_CALLBACKS = (
     "io_uring_cancel_task_work",
 )
 
-TW_ST = {"lost": 0, "evicted": 1, "unmatched": 2, "nested": 3, "untimed": 4}
+TW_ST = {"lost": 0, "evicted": 1, "unmatched": 2, "nested": 3, "untimed": 4, "resync": 5}
 EV_KINDS = {1: "add", 2: "callback", 3: "cancel", 4: "run"}
 
 
@@ -179,6 +179,10 @@ class Loader:
                 self._attach_callback(addr, name)
         if self.cfg.events:
             self._open_events()
+        # A thread inside task_work_run while its probes were being attached
+        # may return unseen (a kretprobe or a rebuilt BPF trampoline misses
+        # calls already under way): forget what was counted until now.
+        self.bpf["run_states"].clear()
         self.stats = BpfStats()
         self.stats.enable()
         return f
