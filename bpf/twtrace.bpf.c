@@ -6,6 +6,7 @@
  *   TW_RINGBUF     events through a BPF ring buffer, else a perf buffer
  *   TW_FILTER      only trace tasks whose pid (tgid) or tid is in the filter maps
  *   TW_FOLLOW      add forked children of filtered processes to the filter
+ *   TW_STACKS      count adds per adder kernel stack
  *
  * Items are keyed by the value of their callback_head pointer and never
  * dereferenced once they may have run: many callbacks free their container.
@@ -32,7 +33,7 @@ struct add_call {
 	u32 tid;
 	u32 pid;
 	u32 notify;
-	u32 pad;
+	s32 stack_id;
 	char comm[TW_COMM_LEN];
 };
 struct cb_call {
@@ -71,6 +72,11 @@ BPF_HASH(cancel_calls, u32, struct cancel_call, 1024);
 #ifdef TW_FILTER
 BPF_HASH(filter_pids, u32, u8, 10240);
 BPF_HASH(filter_tids, u32, u8, 10240);
+#endif
+
+#ifdef TW_STACKS
+BPF_STACK_TRACE(stack_traces, 4096);
+BPF_HASH(stack_counts, struct tw_skey, u64, 8192);
 #endif
 
 #ifdef TW_EVENTS
@@ -216,6 +222,11 @@ static __always_inline int add_entry(void *ctx, struct task_struct *task,
 	c.ts = bpf_ktime_get_ns();
 	c.work = (u64)work;
 	c.notify = notify;
+#ifdef TW_STACKS
+	c.stack_id = stack_traces.get_stackid(ctx, 0);
+#else
+	c.stack_id = -1;
+#endif
 	/* Safe: the item cannot have run before it is published. */
 	bpf_probe_read_kernel(&c.func, sizeof(c.func), &work->func);
 	bpf_probe_read_kernel_str(c.comm, sizeof(c.comm), task->comm);
@@ -277,11 +288,21 @@ static __always_inline int add_return(void *ctx, int ret)
 	}
 	if (pv)
 		__sync_fetch_and_add(&pv->adds, 1);
+#ifdef TW_STACKS
+	struct tw_skey sk = {.func = c->func, .stack_id = c->stack_id};
+	u64 zero = 0;
+	u64 *sn = stack_counts.lookup_or_try_init(&sk, &zero);
+	if (sn)
+		__sync_fetch_and_add(sn, 1);
+	else
+		stat_inc(TW_ST_EVICTED);
+#endif
 
 #ifdef TW_EVENTS
 	struct tw_event ev = {.kind = TW_EV_ADD, .ts = c->ts, .work = c->work, .func = c->func,
 			      .tid = c->tid, .pid = c->pid, .adder_tid = (u32)pt,
-			      .adder_pid = pt >> 32, .ret = ret, .notify = c->notify};
+			      .adder_pid = pt >> 32, .ret = ret, .notify = c->notify,
+			      .stack_id = c->stack_id};
 	__builtin_memcpy(ev.comm, c->comm, TW_COMM_LEN);
 	bpf_get_current_comm(ev.adder_comm, sizeof(ev.adder_comm));
 	emit(ctx, &ev);

@@ -48,7 +48,7 @@ struct tw_event {
 	u32 notify;  /* add: raw notify argument */
 	u32 count;   /* run: callbacks run */
 	u32 flags;
-	u32 pad;
+	s32 stack_id; /* add, with TW_STACKS: the adder's kernel stack; <0: none */
 	char comm[TW_COMM_LEN];       /* target / running task */
 	char adder_comm[TW_COMM_LEN]; /* add */
 };
@@ -94,6 +94,12 @@ struct tw_task {
 };
 
 /* Who queues work on whom. */
+/* With TW_STACKS: adds per (callback function, adder's kernel stack). */
+struct tw_skey {
+	u64 func;
+	s64 stack_id;
+};
+
 struct tw_pair {
 	u32 adder_pid;
 	u32 tid;

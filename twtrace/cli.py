@@ -50,13 +50,16 @@ def record(ctx: typer.Context,
            comm: Optional[str] = typer.Option(None, "--comm", help="Only tasks whose name matches "
                                                                   "this regular expression."),
            probe_mode: str = typer.Option("auto", "--probe-mode",
-                                          help="auto, kprobe or fentry.")) -> None:
+                                          help="auto, kprobe or fentry."),
+           stacks: bool = typer.Option(False, "--stacks", help="Record the adder's kernel stack: "
+                                                               "which code path queued each item.")
+           ) -> None:
     """Trace task_work and write JSON Lines: twtrace record -o FILE [-- COMMAND ARGS...]"""
     from twtrace import record as rec
 
     opts = rec.RecordOptions(output=output, duration=duration, interval=interval, events=events,
                              pids=list(pid), tids=list(tid), comm=comm, command=list(ctx.args),
-                             probe_mode=probe_mode)
+                             probe_mode=probe_mode, stacks=stacks)
     raise typer.Exit(rec.run(opts))
 
 

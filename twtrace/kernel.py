@@ -53,6 +53,11 @@ class Kallsyms:
             return self.addrs[i][1]
         return None
 
+    def containing(self, addr: int) -> Optional[str]:
+        """The symbol whose code holds addr (a return address in a stack)."""
+        i = bisect.bisect_right(self._keys, addr) - 1
+        return self.addrs[i][1] if i >= 0 else None
+
 
 def kernel_headers_dir(release: Optional[str] = None) -> Optional[Path]:
     release = release or os.uname().release

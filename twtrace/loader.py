@@ -54,6 +54,7 @@ class TraceConfig:
     tids: List[int] = field(default_factory=list)
     follow: bool = False  # add forked children of traced processes
     ringbuf_pages: int = 256
+    stacks: bool = False  # count adds per adder kernel stack
 
 
 @dataclass
@@ -90,7 +91,7 @@ def _ev_dict(ev) -> dict:
     return {"kind": EV_KINDS.get(ev.kind, "?"), "ts": ev.ts, "work": ev.work, "func": ev.func,
             "queue_ns": ev.queue_ns, "dur_ns": ev.dur_ns, "tid": ev.tid, "pid": ev.pid,
             "adder_tid": ev.adder_tid, "adder_pid": ev.adder_pid, "ret": ev.ret,
-            "notify": ev.notify, "count": ev.count, "flags": ev.flags,
+            "notify": ev.notify, "count": ev.count, "flags": ev.flags, "stack_id": ev.stack_id,
             "comm": ev.comm.decode(errors="replace"),
             "adder_comm": ev.adder_comm.decode(errors="replace")}
 
@@ -106,6 +107,7 @@ class Loader:
         self._attached_cb: Dict[int, str] = {}
         self._failed_cb: Dict[int, str] = {}
         self.stats: Optional[BpfStats] = None
+        self._stacks: Dict[int, List[str]] = {}
 
     # -- setup -------------------------------------------------------------
     def _cflags(self, fentry: bool) -> list:
@@ -120,6 +122,8 @@ class Loader:
             flags.append("-DTW_FILTER")
         if self.cfg.follow:
             flags.append("-DTW_FOLLOW")
+        if self.cfg.stacks:
+            flags.append("-DTW_STACKS")
         return flags
 
     def _compile(self, fentry: bool):
@@ -328,7 +332,23 @@ class Loader:
         stats = b["stats"]
         st = {name: stats[stats.Key(i)].value for name, i in TW_ST.items()}
         st["lost"] += self.lost_perf
-        return {"tasks": tasks, "aggs": aggs, "hists": hists, "pairs": pairs, "stats": st}
+        raw = {"tasks": tasks, "aggs": aggs, "hists": hists, "pairs": pairs, "stats": st}
+        if self.cfg.stacks:
+            raw["stacks"] = {(k.func, k.stack_id): v.value for k, v in b["stack_counts"].items()}
+        return raw
+
+    def stack(self, stack_id: int) -> Optional[List[str]]:
+        """The kernel stack with this id, innermost frame first, as symbols;
+        None when it was not recorded (the stack map was full)."""
+        if stack_id < 0:
+            return None
+        if stack_id not in self._stacks:
+            try:
+                addrs = list(self.bpf["stack_traces"].walk(stack_id))
+            except KeyError:
+                return None
+            self._stacks[stack_id] = [self.syms.containing(a) or hex(a) for a in addrs]
+        return self._stacks[stack_id]
 
     def read_lost(self) -> int:
         stats = self.bpf["stats"]

@@ -17,6 +17,7 @@ NOTIFY_NAMES = {0: "none", 1: "resume", 2: "signal", 3: "signal_no_ipi", 4: "nmi
 QUEUE, RUN = 0, 1
 CB_MATCHED, CB_UNTIMED = 1, 2  # callback event flags (bpf/twtrace.h)
 TOP_ADDERS = 5
+TOP_STACKS = 5
 
 
 def notify_name(raw: int) -> str:
@@ -37,9 +38,11 @@ class Snapshotter:
     """Builds snapshot/task/func lines from raw kernel state."""
 
     def __init__(self, name: Callable[[int], Optional[str]], probed: Callable[[int], bool],
-                 comm: Optional[str] = None):
+                 comm: Optional[str] = None,
+                 stack: Optional[Callable[[int], Optional[List[str]]]] = None):
         self.name = name
         self.probed = probed
+        self.stack = stack  # stack id -> frames, with --stacks
         self.comm_re = re.compile(comm) if comm else None
 
     def fname(self, addr: int) -> str:
@@ -57,8 +60,11 @@ class Snapshotter:
         out = [{"type": "snapshot", "ts_ns": ts_ns, "seq": seq, "final": final,
                 "lost_events": st.get("lost", 0), "evicted": st.get("evicted", 0)}]
         out += self._task_lines(tasks, keep, aggs, hists)
-        out += self._func_lines(tasks, aggs, hists, raw["pairs"], keep)
-        return out
+        funcs = self._func_lines(tasks, aggs, hists, raw["pairs"], keep)
+        if "stacks" in raw and self.stack is not None:
+            for line, func in zip(funcs, sorted({f for _, f in aggs}, key=self.fname)):
+                line["stacks"] = top_stacks(raw["stacks"], func, self.stack)
+        return out + funcs
 
     def _task_lines(self, tasks, keep, aggs, hists) -> List[dict]:
         by_tid: Dict[int, List[tuple]] = {}
@@ -114,6 +120,22 @@ class Snapshotter:
         return rows
 
 
+def top_stacks(counts: Dict[tuple, int], func: int,
+               frames: Callable[[int], Optional[List[str]]], n: int = TOP_STACKS) -> List[dict]:
+    """The adder stacks that queued func most, as {"adds", "stack"}; adds
+    whose stack was not recorded (map full) are grouped under a null stack.
+    Counted over all adders: stacks are a property of the code path."""
+    by_stack: Dict[Optional[tuple], int] = {}
+    for (f, sid), count in counts.items():
+        if f != func:
+            continue
+        st = frames(sid) if sid >= 0 else None
+        key = tuple(st) if st else None
+        by_stack[key] = by_stack.get(key, 0) + count
+    ranked = sorted(by_stack.items(), key=lambda kv: (-kv[1], kv[0] is None))[:n]
+    return [{"adds": c, "stack": list(s) if s else None} for s, c in ranked]
+
+
 def _sums(aggs: Iterable[dict]) -> dict:
     s = {"adds": 0, "failed_adds": 0, "cancels": 0, "callbacks": 0}
     for a in aggs:
@@ -144,6 +166,8 @@ def event_line(ev: dict, fname: Callable[[int], str], probed: Callable[[int], bo
                 "ok": ev["ret"] == 0}
         if ev["ret"]:
             line["error"] = ev["ret"]
+        if "stack" in ev:  # with --stacks
+            line["stack"] = ev["stack"]
         return line
     if kind == "callback":
         matched = bool(ev["flags"] & CB_MATCHED)

@@ -36,6 +36,7 @@ class RecordOptions:
     comm: Optional[str] = None
     command: List[str] = field(default_factory=list)
     probe_mode: str = "auto"
+    stacks: bool = False
 
 
 def validate(opts: RecordOptions) -> None:
@@ -146,7 +147,8 @@ def run(opts: RecordOptions) -> int:
     try:
         loader = Loader(TraceConfig(probe_mode=opts.probe_mode, events=opts.events,
                                     pids=list(opts.pids), tids=list(opts.tids),
-                                    follow=bool(opts.command or opts.pids)))
+                                    follow=bool(opts.command or opts.pids),
+                                    stacks=opts.stacks))
         features = loader.start()
     except BaseException:
         out.abandon()
@@ -172,12 +174,14 @@ def _trace(opts, out, stop, loader, features, model) -> int:
         "interval_s": opts.interval,
         "filters": {"pids": opts.pids, "tids": opts.tids, "comm": opts.comm,
                     "command": opts.command or None},
-        "features": features.as_dict(),
+        "features": {**features.as_dict(), "stacks": opts.stacks},
     })
 
     def on_event(ev):
         if comm_re and not comm_re.search(ev["comm"]):
             return
+        if opts.stacks and ev["kind"] == "add":
+            ev["stack"] = loader.stack(ev["stack_id"])
         out.write(model.event_line(ev, fname, loader.probed))
 
     loader.on_event(on_event)

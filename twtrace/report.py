@@ -46,6 +46,26 @@ def render_report(record: Record, console: Console, top: Optional[int] = 10,
     for func in [f for f in funcs if f["queue_ns"]["count"] or f["run_ns"]["count"]][:histograms]:
         console.print()
         _render_func_histograms(func, console)
+    for func in [f for f in funcs if f.get("stacks")][:top]:
+        console.print()
+        _render_func_stacks(func, console)
+
+
+STACK_FRAMES = 8  # innermost frames shown: enough to reach the subsystem
+
+
+def _render_func_stacks(f: Dict[str, Any], console: Console) -> None:
+    """Which code paths queued this callback (recorded with --stacks)."""
+    title = Text()
+    title.append(f["func"], style="bold")
+    title.append(": queued from")
+    console.print(title, no_wrap=True, overflow="ellipsis")
+    for s in f["stacks"]:
+        frames = s["stack"]
+        path = " <- ".join(frames[:STACK_FRAMES]) if frames else "(stack not recorded)"
+        if frames and len(frames) > STACK_FRAMES:
+            path += " <- ..."
+        console.print(Text(f"  {format_count(s['adds']):>7}  {path}"), overflow="fold")
 
 
 def _render_header(record: Record, snap: Optional[Snapshot], console: Console) -> None:

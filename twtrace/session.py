@@ -19,7 +19,8 @@ def task_exists(pid: int, tid: int) -> bool:
 class Session:
     def __init__(self, loader, comm: Optional[str] = None):
         self.loader = loader
-        self.snap = model.Snapshotter(loader.syms.name, loader.probed, comm)
+        stack = loader.stack if loader.cfg.stacks else None
+        self.snap = model.Snapshotter(loader.syms.name, loader.probed, comm, stack)
         self.settled = model.Settled()
 
     def read(self) -> Tuple[dict, List[dict]]:

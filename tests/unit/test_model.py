@@ -164,3 +164,37 @@ def test_snapshot_line_carries_lost_and_evicted():
     (line,) = snap.lines(raw, 10, 0, True)
     validate_line(line)
     assert (line["lost_events"], line["evicted"]) == (3, 2)
+
+
+def test_top_stacks_rank_and_group_unrecorded():
+    frames = {1: ["task_work_add", "fput", "__x64_sys_close_range"],
+              2: ["task_work_add", "fput", "__x64_sys_close"],
+              3: ["task_work_add", "fput", "__x64_sys_close"]}  # same path, other id
+    counts = {(0x99, 1): 5, (0x99, 2): 4, (0x99, 3): 3, (0x99, -14): 2, (0x77, 1): 100}
+    got = model.top_stacks(counts, 0x99, frames.get)
+    assert got == [{"adds": 7, "stack": frames[2]}, {"adds": 5, "stack": frames[1]},
+                   {"adds": 2, "stack": None}]
+    assert model.top_stacks(counts, 0x99, frames.get, n=1) == [{"adds": 7, "stack": frames[2]}]
+
+
+def test_func_lines_carry_stacks_and_validate():
+    names = {0x99: "____fput"}
+    snap = model.Snapshotter(names.get, lambda a: True, stack={1: ["task_work_add", "fput"]}.get)
+    raw = {"tasks": {100: {"pid": 100, "comm": "w", "depth": 0, "max_depth": 1, "runs": 1,
+                           "last_run_ts": 0}},
+           "aggs": {(100, 0x99): {"adds": 1, "failed_adds": 0, "cancels": 0, "callbacks": 1,
+                                  "matched": 1, "queue_sum": 5, "queue_max": 5, "run_sum": 7,
+                                  "run_max": 7, "notify_mask": 2}},
+           "hists": {}, "pairs": {}, "stats": {"lost": 0, "evicted": 0},
+           "stacks": {(0x99, 1): 1}}
+    lines = snap.lines(raw, 10, 0, True)
+    for line in lines:
+        validate_line(line)
+    (func,) = [x for x in lines if x["type"] == "func"]
+    assert func["stacks"] == [{"adds": 1, "stack": ["task_work_add", "fput"]}]
+    ev = {"kind": "add", "ts": 5, "work": 0x10, "func": 0x99, "tid": 100, "pid": 100,
+          "comm": "w", "adder_tid": 100, "adder_pid": 100, "adder_comm": "w", "ret": 0,
+          "notify": 1, "stack": ["task_work_add", "fput"]}
+    line = model.event_line(ev, hex, lambda a: True)
+    validate_line(line)
+    assert line["stack"] == ["task_work_add", "fput"]

@@ -7,9 +7,9 @@ import pytest
 from twtrace.recordfile import read_record, validate_line
 
 
-def record(vm, tmp_path, workload, *args, mode="auto", name="rec"):
+def record(vm, tmp_path, workload, *args, mode="auto", name="rec", extra=()):
     out = tmp_path / f"{name}.jsonl"
-    r = vm.run(["twtrace", "record", "--events", "--probe-mode", mode, "-o", str(out), "--",
+    r = vm.run(["twtrace", "record", "--events", "--probe-mode", mode, *extra, "-o", str(out), "--",
                 "python3", f"examples/{workload}.py", *args], timeout=600)
     r.check()
     lines = [json.loads(x) for x in out.read_text().splitlines()]
@@ -229,3 +229,19 @@ def test_late_probed_callbacks_settle_at_batch_level(vm, tmp_path):
                for c in cbs if c["timing"] == "batch")
     (task,) = [t for t in final(lines, "task") if t["tid"] == tid]
     assert task["callbacks"] == task["adds"] and task["depth"] == 0
+
+
+def test_stacks_name_the_code_path_that_queued(vm, tmp_path):
+    lines, truth = record(vm, tmp_path, "close_batch", "--files", "6", "--rounds", "2",
+                          name="stacks", extra=["--stacks"])
+    tid = truth["tid"]
+    rnd = truth["rounds"][0]
+    adds = of(lines, "add", tid, "____fput", rnd["t_start_ns"], rnd["t_end_ns"])
+    assert len(adds) == 6
+    for a in adds:  # queued by close_range(2)'s final fput of each file
+        assert a["stack"] and any("close_range" in f for f in a["stack"]), a["stack"]
+        assert any("fput" in f for f in a["stack"])
+    (func,) = [f for f in final(lines, "func") if f["func"] == "____fput"]
+    assert sum(s["adds"] for s in func["stacks"]) <= func["adds"]
+    assert any(s["stack"] and any("close_range" in f for f in s["stack"]) and s["adds"] >= 12
+               for s in func["stacks"])
