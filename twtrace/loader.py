@@ -347,7 +347,12 @@ class Loader:
                 addrs = list(self.bpf["stack_traces"].walk(stack_id))
             except KeyError:
                 return None
-            self._stacks[stack_id] = [self.syms.containing(a) or hex(a) for a in addrs]
+            frames = [self.syms.containing(a) or hex(a) for a in addrs]
+            # Frames above task_work_add are the probe's own (BPF program,
+            # trampoline): not the adder's code path.
+            if "task_work_add" in frames:
+                frames = frames[frames.index("task_work_add"):]
+            self._stacks[stack_id] = frames
         return self._stacks[stack_id]
 
     def read_lost(self) -> int:

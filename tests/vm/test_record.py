@@ -239,7 +239,8 @@ def test_stacks_name_the_code_path_that_queued(vm, tmp_path):
     adds = of(lines, "add", tid, "____fput", rnd["t_start_ns"], rnd["t_end_ns"])
     assert len(adds) == 6
     for a in adds:  # queued by close_range(2)'s final fput of each file
-        assert a["stack"] and any("close_range" in f for f in a["stack"]), a["stack"]
+        assert a["stack"][0] == "task_work_add", a["stack"]
+        assert any("close_range" in f for f in a["stack"]), a["stack"]
         assert any("fput" in f for f in a["stack"])
     (func,) = [f for f in final(lines, "func") if f["func"] == "____fput"]
     assert sum(s["adds"] for s in func["stacks"]) <= func["adds"]
