@@ -48,6 +48,9 @@ struct cb_call {
  * io_uring file runs its task_work from inside ____fput).  Each active
  * task_work_run of a thread has its own level with its own callback. */
 #define TW_MAX_NEST 4 /* a power of two: indexes are masked for the verifier */
+/* The mask must survive: clang >= 19 (trixie, sid) drops it after a range
+ * check it can see, and the verifier then rejects the access as unbounded. */
+#define TW_LV(i) ({ u32 __i = (i); asm volatile("" : "+r"(__i)); __i & (TW_MAX_NEST - 1); })
 struct run_level {
 	u64 ts;       /* task_work_run entry */
 	u32 count;    /* callbacks started at this level */
@@ -330,13 +333,13 @@ static __always_inline int run_entry(void)
 	 * current level, earlier returns were missed: this thread was inside
 	 * when a probe was attached or a BPF trampoline rebuilt (by twtrace's own
 	 * start-up, or another tool).  Start over rather than drift forever. */
-	if (l > TW_MAX_NEST || (l > 0 && s->lv[(l - 1) & (TW_MAX_NEST - 1)].cb_depth == 0)) {
+	if (l > TW_MAX_NEST || (l > 0 && s->lv[TW_LV(l - 1)].cb_depth == 0)) {
 		stat_inc(TW_ST_RESYNC);
 		l = 0;
 	}
 	s->level = l + 1;
 	if (l < TW_MAX_NEST) {
-		struct run_level *lv = &s->lv[l & (TW_MAX_NEST - 1)];
+		struct run_level *lv = &s->lv[TW_LV(l)];
 		lv->ts = now;
 		lv->count = 0;
 		lv->cb_depth = 0;
@@ -360,7 +363,7 @@ static __always_inline int run_return(void *ctx)
 	u32 l = s->level - 1;
 	s->level = l;
 	if (l < TW_MAX_NEST) {
-		struct run_level *lv = &s->lv[l & (TW_MAX_NEST - 1)];
+		struct run_level *lv = &s->lv[TW_LV(l)];
 		if (lv->count) {
 			u64 pt = bpf_get_current_pid_tgid();
 			u32 tid = (u32)pt;
@@ -393,7 +396,7 @@ static __always_inline struct run_level *current_level(u32 key)
 	struct run_state *s = run_states.lookup(&key);
 	if (!s || s->level == 0 || s->level > TW_MAX_NEST)
 		return 0;
-	return &s->lv[(s->level - 1) & (TW_MAX_NEST - 1)];
+	return &s->lv[TW_LV(s->level - 1)];
 }
 
 /* ---- callbacks (kprobes attached per callback function by user space) --- */

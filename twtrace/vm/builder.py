@@ -99,6 +99,9 @@ class PrivateApt:
             f'APT::Architecture "{self.cell.arch}";\n'
             f'APT::Architectures {{ "{self.cell.arch}"; }};\n'
             'APT::Install-Recommends "false";\nDebug::NoLocking "true";\n'
+            # The registry may serve a frozen snapshot: sid's Release file then
+            # outlives its Valid-Until. Signatures are still checked.
+            'Acquire::Check-Valid-Until "false";\n'
             # _apt cannot write into root-owned cache dirs; we are root anyway.
             'APT::Sandbox::User "root";\n')
 
@@ -209,11 +212,43 @@ def _guest_python(root: Path) -> str:
     return m.group(1)
 
 
+def _requires_python_misfits(target: Path, pyver: str) -> list:
+    """Installed distributions whose Requires-Python excludes the guest's Python.
+
+    pip honours Requires-Python only when the index announces it: a plain
+    file index or --find-links directory does not, and pip then installs the
+    newest release even with --python-version (bullseye's 3.9 got a typer that
+    needs 3.10). Read what each wheel itself declares instead."""
+    try:
+        from packaging.specifiers import SpecifierSet
+    except ImportError:  # pip always vendors it
+        from pip._vendor.packaging.specifiers import SpecifierSet
+    bad = []
+    for meta in target.glob("*.dist-info/METADATA"):
+        fields = dict(re.findall(r"^(Name|Version|Requires-Python): *(.+?)\s*$",
+                                 meta.read_text(errors="replace").split("\n\n", 1)[0], re.M))
+        spec = fields.get("Requires-Python")
+        if spec and not SpecifierSet(spec).contains(pyver + ".0"):
+            bad.append(f"{fields['Name']}!={fields['Version']}")
+    return bad
+
+
 def _pip_target(pyver: str, target: Path) -> None:
-    cmd = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-           "--target", str(target), "--python-version", pyver, "--only-binary=:all:",
-           "--implementation", "py", "--no-compile", *GUEST_PYDEPS]
-    _run(cmd)
+    """twtrace's pure-Python dependencies for the guest's own Python version."""
+    excluded: list = []
+    for _ in range(20):
+        if target.exists():
+            shutil.rmtree(target)
+        cmd = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+               "--target", str(target), "--python-version", pyver, "--only-binary=:all:",
+               "--implementation", "py", "--no-compile", *GUEST_PYDEPS, *excluded]
+        _run(cmd)
+        bad = _requires_python_misfits(target, pyver)
+        if not bad:
+            return
+        excluded += bad
+    raise UserError(f"guest build: no release of {', '.join(GUEST_PYDEPS)} installs for "
+                    f"Python {pyver} (excluded {', '.join(excluded)})")
 
 
 def _guest_tools(root: Path) -> None:
@@ -309,7 +344,19 @@ def _build_locked(cell: Cell, d: Path) -> Guest:
     headers = [p for p in headers if p.startswith("linux-headers-")][:1]
     if not image or not headers:
         raise UserError(f"guest build: {cell.suite}/{cell.arch} has no kernel image or headers")
-    headers += [p for p in apt.depends(headers[0]) if p.startswith("linux-headers-")]
+    # The kernel's own packages, without the rest of their dependencies: the
+    # versioned image and headers plus whatever they depend on that carries
+    # the same ABI name (sid splits the image into linux-binary-/linux-modules-
+    # /linux-base-ABI; headers need linux-headers-ABI-common).
+    abi = image[0][len("linux-image-"):].rsplit("-", 1)[0]  # 6.1.0-50 / 7.2.13+deb14
+    todo, kpkgs = image + headers, []
+    while todo:
+        pkg = todo.pop()
+        if pkg in kpkgs:
+            continue
+        kpkgs.append(pkg)
+        todo += [p for p in apt.depends(pkg) if p.startswith("linux-") and abi in p]
+    image_pkg, image, headers = image[0], [], kpkgs
     apt.get("-y", "--download-only", "install", *cell.userspace)
     kdir = d / "apt/kernel"
     kdir.mkdir(exist_ok=True)
@@ -329,9 +376,9 @@ def _build_locked(cell: Cell, d: Path) -> Guest:
     if len(moddirs) != 1:
         raise UserError(f"guest build: expected one kernel in {cell.name}, found {len(moddirs)}")
     release = moddirs[0].name
-    images = sorted(root.glob(cell.arch_info.kernel_glob))
+    images = [p for g in cell.arch_info.kernel_glob for p in sorted(root.glob(g))]
     if not images:
-        raise UserError(f"guest build: no kernel image in {image[0]}")
+        raise UserError(f"guest build: no kernel image in {image_pkg}")
     kernel = _uncompressed_kernel(images[0], d / "vmlinux")
     if kernel == images[0]:
         shutil.copyfile(images[0], d / "kernel.img")

@@ -23,7 +23,9 @@ class Arch:
     qemu_pkg: str  # Debian package that provides it
     machine: tuple  # -M/-cpu arguments
     console: str  # serial device the kernel writes to
-    kernel_glob: str  # kernel image inside the linux-image package
+    # kernel image inside the kernel packages: /boot up to trixie, the
+    # module directory from sid (linux-binary-ABI)
+    kernel_glob: tuple = ("boot/vmlinuz-*", "usr/lib/modules/*/vmlinuz")
     kernel_args: tuple = ()
 
 
@@ -35,7 +37,6 @@ ARCHES = {
         qemu_pkg="qemu-system-x86",
         machine=("-M", "pc", "-cpu", "max"),
         console="ttyS0",
-        kernel_glob="boot/vmlinuz-*",
         # ACPI stays on: without it there is no HPET or PM timer, TSC
         # calibration against the emulated PIT fails on a busy host (one boot
         # in three here), and the clock falls back to jiffies in 4 ms steps.
@@ -51,7 +52,6 @@ ARCHES = {
         # the kernel uses it on every call (vm-notes: boot 7 s -> 2 s).
         machine=("-M", "virt", "-cpu", "max,pauth-impdef=on"),
         console="ttyAMA0",
-        kernel_glob="boot/vmlinuz-*",
     ),
 }
 
