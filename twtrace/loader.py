@@ -202,7 +202,10 @@ class Loader:
         bcc = import_bcc()
         try:
             if not bcc.BPF.support_kfunc():
-                return False, "this kernel or bcc has no fentry/fexit support (bcc support_kfunc)"
+                # bcc decides (BTF, trampoline symbol, and x86-64 only): say so plainly.
+                return False, (f"fentry/fexit unavailable here: bcc "
+                               f"{getattr(bcc, '__version__', '?')} reports no support for them "
+                               f"on this {os.uname().machine} kernel (BPF.support_kfunc())")
         except Exception as e:
             return False, f"fentry support unknown ({e})"
         return True, ""

@@ -241,7 +241,8 @@ def test_stacks_name_the_code_path_that_queued(vm, tmp_path):
     for a in adds:  # queued by close_range(2)'s final fput of each file
         assert a["stack"][0] == "task_work_add", a["stack"]
         assert any("close_range" in f for f in a["stack"]), a["stack"]
-        assert any("fput" in f for f in a["stack"])
+        # arm64 compiles fput's call as a tail call: its caller stands in its frame
+        assert any("fput" in f or "filp_close" in f for f in a["stack"]), a["stack"]
     (func,) = [f for f in final(lines, "func") if f["func"] == "____fput"]
     assert sum(s["adds"] for s in func["stacks"]) <= func["adds"]
     assert any(s["stack"] and any("close_range" in f for f in s["stack"]) and s["adds"] >= 12
