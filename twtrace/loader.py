@@ -212,12 +212,16 @@ class Loader:
 
     def _attach_kprobes(self):
         b = self.bpf
+        # Return probes first, everywhere: a call already under way when its
+        # entry probe arrives is then seen whole or not at all (a return
+        # without its entry is ignored; an entry without its return would
+        # leave an item or a callback half counted).
         try:
-            b.attach_kprobe(event="task_work_add", fn_name="add_kprobe")
             b.attach_kretprobe(event="task_work_add", fn_name="add_kretprobe", maxactive=64)
-            b.attach_kprobe(event="task_work_run", fn_name="run_kprobe")
+            b.attach_kprobe(event="task_work_add", fn_name="add_kprobe")
             # Callbacks sleep inside task_work_run: allow many concurrent instances.
             b.attach_kretprobe(event="task_work_run", fn_name="run_kretprobe", maxactive=256)
+            b.attach_kprobe(event="task_work_run", fn_name="run_kprobe")
         except Exception as e:
             raise self._explain_attach(e)
 
@@ -247,19 +251,27 @@ class Loader:
             entry = "cancel_bool_entry" if (name == "task_work_cancel" and f.cancel_bool) \
                 else "cancel_ptr_entry"
             try:
-                self.bpf.attach_kprobe(event=name, fn_name=entry)
                 self.bpf.attach_kretprobe(event=name, fn_name="cancel_return", maxactive=64)
+                self.bpf.attach_kprobe(event=name, fn_name=entry)
                 f.cancel.append(name)
             except Exception:
-                pass  # counted as not traced; shown in the header's features
+                self._detach_quietly(name)  # not traced; the header's features say so
+
+    def _detach_quietly(self, name: str) -> None:
+        for detach in (self.bpf.detach_kretprobe, self.bpf.detach_kprobe):
+            try:
+                detach(event=name)
+            except Exception:
+                pass
 
     def _attach_callback(self, addr: int, name: str) -> bool:
         if addr in self._attached_cb or addr in self._failed_cb:
             return addr in self._attached_cb
         try:
-            self.bpf.attach_kprobe(event=name, fn_name="cb_entry")
             self.bpf.attach_kretprobe(event=name, fn_name="cb_return", maxactive=256)
+            self.bpf.attach_kprobe(event=name, fn_name="cb_entry")
         except Exception as e:
+            self._detach_quietly(name)
             self._failed_cb[addr] = name
             self.features.callbacks_unprobed[name] = str(e).strip().splitlines()[0] if str(e) else "attach failed"
             return False
