@@ -68,7 +68,17 @@ struct cancel_call {
 	u32 is_bool;
 	u32 pad;
 };
-BPF_HASH(add_calls, u32, struct add_call, 10240);
+/* task_work_add nests: an interrupt during one can queue another on the
+ * same thread (the tick queues task_mm_cid_work or posix_cpu_timers_work).
+ * Each thread keeps its calls under way on a small stack, popped LIFO. */
+#define TW_ADD_NEST 4 /* a power of two: indexes are masked for the verifier */
+struct add_stack {
+	u32 n; /* calls under way; beyond TW_ADD_NEST untracked */
+	u32 pad;
+	struct add_call c[TW_ADD_NEST]; /* work == 0: a call not traced */
+};
+BPF_HASH(add_calls, u32, struct add_stack, 10240);
+BPF_PERCPU_ARRAY(add_stack_zero, struct add_stack, 1); /* never written: an empty stack */
 BPF_HASH(run_states, u32, struct run_state, 10240);
 BPF_HASH(cancel_calls, u32, struct cancel_call, 1024);
 
@@ -214,14 +224,40 @@ static __always_inline void settle_untimed(void *ctx, u64 work, struct tw_item *
 #endif
 }
 
+static __always_inline void add_push(struct add_call *c)
+{
+	u32 key = thread_key();
+	struct add_stack *s = add_calls.lookup(&key);
+	if (!s) {
+		if (!c->work) /* nothing traced under way on this thread */
+			return;
+		u32 z = 0;
+		struct add_stack *zero = add_stack_zero.lookup(&z);
+		if (!zero)
+			return;
+		add_calls.update(&key, zero);
+		s = add_calls.lookup(&key);
+		if (!s) {
+			stat_inc(TW_ST_EVICTED);
+			return;
+		}
+	}
+	u32 n = s->n;
+	if (n < TW_ADD_NEST)
+		s->c[n & (TW_ADD_NEST - 1)] = *c;
+	s->n = n + 1;
+}
+
 static __always_inline int add_entry(void *ctx, struct task_struct *task,
 				     struct callback_head *work, u32 notify)
 {
 	struct add_call c = {};
 	bpf_probe_read_kernel(&c.tid, sizeof(c.tid), &task->pid);
 	bpf_probe_read_kernel(&c.pid, sizeof(c.pid), &task->tgid);
-	if (!wanted(c.tid, c.pid))
+	if (!wanted(c.tid, c.pid)) {
+		add_push(&c); /* keeps a traced outer call's place */
 		return 0;
+	}
 	c.ts = bpf_ktime_get_ns();
 	c.work = (u64)work;
 	c.notify = notify;
@@ -247,17 +283,27 @@ static __always_inline int add_entry(void *ctx, struct task_struct *task,
 	struct tw_task *t = task_of(c.tid, c.pid, c.comm);
 	if (t)
 		__sync_fetch_and_add(&t->depth, 1);
-	u32 key = thread_key();
-	add_calls.update(&key, &c);
+	add_push(&c);
 	return 0;
 }
 
 static __always_inline int add_return(void *ctx, int ret)
 {
 	u32 key = thread_key();
-	struct add_call *c = add_calls.lookup(&key);
-	if (!c)
+	struct add_stack *s = add_calls.lookup(&key);
+	if (!s || s->n == 0)
 		return 0;
+	u32 n = s->n - 1;
+	s->n = n;
+	/* A copy: an interrupt may push onto this slot while we work. */
+	struct add_call cc = {};
+	if (n < TW_ADD_NEST)
+		cc = s->c[n & (TW_ADD_NEST - 1)];
+	if (n == 0)
+		add_calls.delete(&key);
+	if (!cc.work)
+		return 0;
+	struct add_call *c = &cc;
 	u64 one = 1;
 	if (!funcs_seen.lookup(&c->func))
 		funcs_seen.update(&c->func, &one);
@@ -310,7 +356,6 @@ static __always_inline int add_return(void *ctx, int ret)
 	bpf_get_current_comm(ev.adder_comm, sizeof(ev.adder_comm));
 	emit(ctx, &ev);
 #endif
-	add_calls.delete(&key);
 	return 0;
 }
 

@@ -187,6 +187,7 @@ class Loader:
         # may return unseen (a kretprobe or a rebuilt BPF trampoline misses
         # calls already under way): forget what was counted until now.
         self.bpf["run_states"].clear()
+        self.bpf["add_calls"].clear()
         self.stats = BpfStats()
         self.stats.enable()
         return f
