@@ -50,7 +50,8 @@ struct cb_call {
 #define TW_MAX_NEST 4 /* a power of two: indexes are masked for the verifier */
 /* The mask must survive: clang >= 19 (trixie, sid) drops it after a range
  * check it can see, and the verifier then rejects the access as unbounded. */
-#define TW_LV(i) ({ u32 __i = (i); asm volatile("" : "+r"(__i)); __i & (TW_MAX_NEST - 1); })
+#define TW_MASKED(i, n) ({ u32 __i = (i); asm volatile("" : "+r"(__i)); __i & ((n) - 1); })
+#define TW_LV(i) TW_MASKED(i, TW_MAX_NEST)
 struct run_level {
 	u64 ts;       /* task_work_run entry */
 	u32 count;    /* callbacks started at this level */
@@ -244,7 +245,7 @@ static __always_inline void add_push(struct add_call *c)
 	}
 	u32 n = s->n;
 	if (n < TW_ADD_NEST)
-		s->c[n & (TW_ADD_NEST - 1)] = *c;
+		s->c[TW_MASKED(n, TW_ADD_NEST)] = *c;
 	s->n = n + 1;
 }
 
@@ -298,7 +299,7 @@ static __always_inline int add_return(void *ctx, int ret)
 	/* A copy: an interrupt may push onto this slot while we work. */
 	struct add_call cc = {};
 	if (n < TW_ADD_NEST)
-		cc = s->c[n & (TW_ADD_NEST - 1)];
+		cc = s->c[TW_MASKED(n, TW_ADD_NEST)];
 	if (n == 0)
 		add_calls.delete(&key);
 	if (!cc.work)

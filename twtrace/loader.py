@@ -96,6 +96,19 @@ def _ev_dict(ev) -> dict:
             "adder_comm": ev.adder_comm.decode(errors="replace")}
 
 
+def adder_frames(frames: List[str]) -> List[str]:
+    """A stack from task_work_add outwards.  The innermost frames are the
+    probe's own (BPF program, trampoline); with fentry on newer kernels
+    task_work_add has no frame yet when its trampoline runs, so it is put
+    back in first place: the probe was on it."""
+    if "task_work_add" in frames:
+        return frames[frames.index("task_work_add"):]
+    i = 0
+    while i < len(frames) and frames[i].startswith(("bpf_", "0x")):
+        i += 1
+    return ["task_work_add", *frames[i:]]
+
+
 class Loader:
     def __init__(self, cfg: TraceConfig):
         self.cfg = cfg
@@ -363,12 +376,8 @@ class Loader:
                 addrs = list(self.bpf["stack_traces"].walk(stack_id))
             except KeyError:
                 return None
-            frames = [self.syms.containing(a) or hex(a) for a in addrs]
-            # Frames above task_work_add are the probe's own (BPF program,
-            # trampoline): not the adder's code path.
-            if "task_work_add" in frames:
-                frames = frames[frames.index("task_work_add"):]
-            self._stacks[stack_id] = frames
+            self._stacks[stack_id] = adder_frames(
+                [self.syms.containing(a) or hex(a) for a in addrs])
         return self._stacks[stack_id]
 
     def read_lost(self) -> int:

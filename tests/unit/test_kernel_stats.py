@@ -56,3 +56,12 @@ def test_sysctl_fallback_restores_what_it_found(tmp_path, monkeypatch):
     s.close()
     assert sysctl.read_text() == "0" and not s.enabled
     assert os.path.exists(sysctl)
+
+
+def test_adder_frames_drop_the_probes_own():
+    from twtrace.loader import adder_frames
+    kprobe = ["kprobe_ftrace_handler", "task_work_add", "fput", "__x64_sys_close"]
+    assert adder_frames(kprobe) == ["task_work_add", "fput", "__x64_sys_close"]
+    fentry_7 = ["bpf_prog_6deef7357e7b4530_kfunc__vmlinux__task_work_add",
+                "bpf_trampoline_6442512345", "fput", "filp_close"]
+    assert adder_frames(fentry_7) == ["task_work_add", "fput", "filp_close"]
