@@ -20,8 +20,11 @@ def test_live_top_json_shows_the_workload(vm, tmp_path):
     assert len(groups) >= 3
     last = lines[groups[-1]:]
     (task,) = [x for x in last if x["type"] == "task" and x["tid"] == truth["tid"]]
-    # every close_range batch of K files queued K items at once, all run
-    assert task["max_depth"] == K and task["depth"] == 0
+    # every close_range batch of K files queued K items at once, all run; other
+    # work queued on the thread (6.12's tick queues task_mm_cid_work) can add to it
+    other = sum(a["adds"] for f in last if f["type"] == "func" and f["func"] != "____fput"
+                for a in f["adders"] if a["tid"] == truth["tid"])
+    assert K <= task["max_depth"] <= K + other and task["depth"] == 0
     assert task["adds"] >= K * ROUNDS and task["callbacks"] == task["adds"]
     assert task["comm"].startswith("python")
     # per-interval rates add up to the cumulative count
