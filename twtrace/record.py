@@ -219,8 +219,8 @@ def _trace(opts, out, stop, loader, features, model) -> int:
         loader.poll(20)
     now = time.monotonic_ns()
     _lost_line(out, loader, lost_seen, now)
-    raw = _snapshot(out, session, now, seq, True, opts.events)
-    tasks = [line for line in session.lines(raw, now, seq, True) if line["type"] == "task"]
+    raw, lines = _snapshot(out, session, now, seq, True, opts.events)
+    tasks = [line for line in lines if line["type"] == "task"]
     out.write(model.summary_line(tasks, raw["stats"], now - start_ns, bool(stop), exit_status))
     out.finish()
     if exit_status is not None:
@@ -233,9 +233,10 @@ def _snapshot(out, session, now, seq, final, events):
     if events:
         for line in batch_lines:
             out.write(line)
-    for line in session.lines(raw, now, seq, final):
+    lines = session.lines(raw, now, seq, final)
+    for line in lines:
         out.write(line)
-    return raw
+    return raw, lines
 
 
 def _lost_line(out, loader, seen, now) -> int:

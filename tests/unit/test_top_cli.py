@@ -10,21 +10,13 @@ import jsonschema
 import pytest
 
 import synth_record as sr
+from test_cli import one_line_error
 from twtrace.recordfile import load_schema
 
 
 def twtrace(*args, timeout=60):
     return subprocess.run([sys.executable, "-m", "twtrace", *args], capture_output=True,
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-
-
-def one_line_error(r, *words):
-    assert r.returncode != 0
-    assert "Traceback" not in r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("twtrace: "), r.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")
