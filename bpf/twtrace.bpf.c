@@ -34,6 +34,8 @@ struct add_call {
 	u32 pid;
 	u32 notify;
 	s32 stack_id;
+	u32 traced; /* 0: a call not traced, kept for its place on the stack */
+	u32 pad;
 	char comm[TW_COMM_LEN];
 };
 struct cb_call {
@@ -76,7 +78,7 @@ struct cancel_call {
 struct add_stack {
 	u32 n; /* calls under way; beyond TW_ADD_NEST untracked */
 	u32 pad;
-	struct add_call c[TW_ADD_NEST]; /* work == 0: a call not traced */
+	struct add_call c[TW_ADD_NEST];
 };
 BPF_HASH(add_calls, u32, struct add_stack, 10240);
 BPF_PERCPU_ARRAY(add_stack_zero, struct add_stack, 1); /* never written: an empty stack */
@@ -230,7 +232,7 @@ static __always_inline void add_push(struct add_call *c)
 	u32 key = thread_key();
 	struct add_stack *s = add_calls.lookup(&key);
 	if (!s) {
-		if (!c->work) /* nothing traced under way on this thread */
+		if (!c->traced) /* nothing traced under way on this thread */
 			return;
 		u32 z = 0;
 		struct add_stack *zero = add_stack_zero.lookup(&z);
@@ -249,10 +251,26 @@ static __always_inline void add_push(struct add_call *c)
 	s->n = n + 1;
 }
 
+/* Puts an add's item in flight and on its target's depth. */
+static __always_inline void publish(void *ctx, struct add_call *c)
+{
+	u64 pt = bpf_get_current_pid_tgid();
+	struct tw_item it = {.ts = c->ts, .func = c->func, .tid = c->tid, .pid = c->pid,
+			     .adder_tid = (u32)pt, .adder_pid = pt >> 32};
+	struct tw_item *old = inflight.lookup(&c->work);
+	if (old)
+		settle_untimed(ctx, c->work, old);
+	if (inflight.update(&c->work, &it) != 0)
+		stat_inc(TW_ST_EVICTED);
+	struct tw_task *t = task_of(c->tid, c->pid, c->comm);
+	if (t)
+		__sync_fetch_and_add(&t->depth, 1);
+}
+
 static __always_inline int add_entry(void *ctx, struct task_struct *task,
 				     struct callback_head *work, u32 notify)
 {
-	struct add_call c = {};
+	struct add_call c = {.work = (u64)work};
 	bpf_probe_read_kernel(&c.tid, sizeof(c.tid), &task->pid);
 	bpf_probe_read_kernel(&c.pid, sizeof(c.pid), &task->tgid);
 	if (!wanted(c.tid, c.pid)) {
@@ -260,7 +278,7 @@ static __always_inline int add_entry(void *ctx, struct task_struct *task,
 		return 0;
 	}
 	c.ts = bpf_ktime_get_ns();
-	c.work = (u64)work;
+	c.traced = 1;
 	c.notify = notify;
 #ifdef TW_STACKS
 	c.stack_id = stack_traces.get_stackid(ctx, 0);
@@ -271,40 +289,16 @@ static __always_inline int add_entry(void *ctx, struct task_struct *task,
 	bpf_probe_read_kernel(&c.func, sizeof(c.func), &work->func);
 	bpf_probe_read_kernel_str(c.comm, sizeof(c.comm), task->comm);
 
-	u64 pt = bpf_get_current_pid_tgid();
 	/* Published now, confirmed at return: the target may run the item on
 	 * another CPU before task_work_add returns. */
-	struct tw_item it = {.ts = c.ts, .func = c.func, .tid = c.tid, .pid = c.pid,
-			     .adder_tid = (u32)pt, .adder_pid = pt >> 32};
-	struct tw_item *old = inflight.lookup(&c.work);
-	if (old)
-		settle_untimed(ctx, c.work, old);
-	if (inflight.update(&c.work, &it) != 0)
-		stat_inc(TW_ST_EVICTED);
-	struct tw_task *t = task_of(c.tid, c.pid, c.comm);
-	if (t)
-		__sync_fetch_and_add(&t->depth, 1);
+	publish(ctx, &c);
 	add_push(&c);
 	return 0;
 }
 
-static __always_inline int add_return(void *ctx, int ret)
+/* The accounting of one add, done at its return. */
+static __always_inline void add_done(void *ctx, struct add_call *c, int ret)
 {
-	u32 key = thread_key();
-	struct add_stack *s = add_calls.lookup(&key);
-	if (!s || s->n == 0)
-		return 0;
-	u32 n = s->n - 1;
-	s->n = n;
-	/* A copy: an interrupt may push onto this slot while we work. */
-	struct add_call cc = {};
-	if (n < TW_ADD_NEST)
-		cc = s->c[TW_MASKED(n, TW_ADD_NEST)];
-	if (n == 0)
-		add_calls.delete(&key);
-	if (!cc.work)
-		return 0;
-	struct add_call *c = &cc;
 	u64 one = 1;
 	if (!funcs_seen.lookup(&c->func))
 		funcs_seen.update(&c->func, &one);
@@ -357,8 +351,104 @@ static __always_inline int add_return(void *ctx, int ret)
 	bpf_get_current_comm(ev.adder_comm, sizeof(ev.adder_comm));
 	emit(ctx, &ev);
 #endif
+}
+
+/* Pops this thread's innermost add under way into *out; its index, or -1. */
+static __always_inline int add_pop(u32 key, struct add_call *out)
+{
+	struct add_stack *s = add_calls.lookup(&key);
+	if (!s || s->n == 0)
+		return -1;
+	u32 n = s->n - 1;
+	s->n = n;
+	/* A copy: an interrupt may push onto this slot while we work. */
+	if (n < TW_ADD_NEST)
+		*out = s->c[TW_MASKED(n, TW_ADD_NEST)];
+	if (n == 0)
+		add_calls.delete(&key);
+	return n;
+}
+
+static __always_inline int add_return(void *ctx, int ret)
+{
+	struct add_call cc = {};
+	add_pop(thread_key(), &cc);
+	if (cc.traced)
+		add_done(ctx, &cc, ret);
 	return 0;
 }
+
+#ifdef TW_FENTRY
+/* fentry/fexit programs do not nest in themselves: the kernel skips a BPF
+ * trampoline program entered on a CPU where it is already running.  An add
+ * from an interrupt (the tick queues task_mm_cid_work, posix CPU timers)
+ * that lands while this thread's add programs run loses its entry or its
+ * return.  fexit has the arguments, so each return finds its own call by
+ * work pointer, builds it anew when its entry was skipped, and completes
+ * the calls whose returns were skipped while it ran (assumed successful:
+ * an add only fails on an exiting task). */
+static __always_inline void add_from_args(struct add_call *c, struct task_struct *task,
+					  struct callback_head *work, u32 notify)
+{
+	bpf_probe_read_kernel(&c->tid, sizeof(c->tid), &task->pid);
+	bpf_probe_read_kernel(&c->pid, sizeof(c->pid), &task->tgid);
+	c->ts = bpf_ktime_get_ns();
+	c->work = (u64)work;
+	c->notify = notify;
+	c->stack_id = -1;
+	c->traced = 1;
+	bpf_probe_read_kernel(&c->func, sizeof(c->func), &work->func);
+	bpf_probe_read_kernel_str(c->comm, sizeof(c->comm), task->comm);
+}
+
+static __always_inline int add_fexit(void *ctx, struct task_struct *task,
+				     struct callback_head *work, u32 notify, int ret)
+{
+	u32 key = thread_key();
+	struct add_call cc = {}, left = {};
+	struct add_stack *s = add_calls.lookup(&key);
+	u32 base = s ? s->n : 0;
+	if (base > 0 && base <= TW_ADD_NEST) {
+		u32 top = base - 1;
+		u64 w = s->c[TW_MASKED(top, TW_ADD_NEST)].work;
+		if (w != (u64)work && top > 0 &&
+		    s->c[TW_MASKED(top - 1, TW_ADD_NEST)].work == (u64)work) {
+			/* Above ours: a call whose return was skipped. */
+			add_pop(key, &left);
+			top--;
+			w = (u64)work;
+		}
+		if (w == (u64)work) {
+			add_pop(key, &cc);
+			base = top;
+		}
+	}
+	if (!cc.work) {
+		u32 tid = 0, pid = 0;
+		bpf_probe_read_kernel(&tid, sizeof(tid), &task->pid);
+		bpf_probe_read_kernel(&pid, sizeof(pid), &task->tgid);
+		if (!wanted(tid, pid))
+			return 0;
+		/* Its entry was skipped: count it now, from here. */
+		add_from_args(&cc, task, work, notify);
+		stat_inc(TW_ST_RECOVERED);
+		publish(ctx, &cc); /* add_done takes it back if the add failed */
+	}
+	if (cc.traced)
+		add_done(ctx, &cc, ret);
+	/* A call pushed while this program ran has completed unseen. */
+	if (!left.work) {
+		s = add_calls.lookup(&key);
+		if (s && s->n > base)
+			add_pop(key, &left);
+	}
+	if (left.traced) {
+		stat_inc(TW_ST_RECOVERED);
+		add_done(ctx, &left, 0);
+	}
+	return 0;
+}
+#endif
 
 /* ---- task_work_run ------------------------------------------------------ */
 
@@ -620,7 +710,7 @@ KFUNC_PROBE(task_work_add, struct task_struct *task, struct callback_head *work,
 KRETFUNC_PROBE(task_work_add, struct task_struct *task, struct callback_head *work, int notify,
 	       int ret)
 {
-	return add_return(ctx, ret);
+	return add_fexit(ctx, task, work, (u32)notify, ret);
 }
 
 /* KFUNC_PROBE(ev) with no arguments leaves a dangling comma in old bcc

@@ -26,7 +26,8 @@
 #define TW_ST_NESTED 3    /* probed callbacks called directly inside a callback (not items) */
 #define TW_ST_UNTIMED 4   /* callbacks that ran unprobed, settled when their item was re-queued */
 #define TW_ST_RESYNC 5    /* task_work_run levels reset after missed returns */
-#define TW_ST_N 6
+#define TW_ST_RECOVERED 6 /* adds whose entry or return program the kernel skipped, rebuilt */
+#define TW_ST_N 7
 
 /* Flags of a callback event. */
 #define TW_CB_MATCHED 1 /* the add was seen: queue_ns is valid */

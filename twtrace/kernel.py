@@ -144,6 +144,32 @@ def parse_prog_fdinfo(text: str) -> Optional[tuple]:
     return vals["run_time_ns"], vals["run_cnt"]
 
 
+def parse_recursion_misses(text: str) -> Optional[int]:
+    """Runs of a BPF program that the kernel skipped because the program was
+    already running on that CPU (fdinfo's recursion_misses, 5.12+)."""
+    for line in text.splitlines():
+        key, _, v = line.partition(":")
+        if key == "recursion_misses":
+            return int(v.strip())
+    return None
+
+
+def prog_skipped_runs(fds) -> Optional[int]:
+    """recursion_misses summed over BPF program fds of this process; None
+    when the kernel does not report them."""
+    total, seen = 0, False
+    for fd in fds:
+        try:
+            with open(f"/proc/self/fdinfo/{fd}") as f:
+                got = parse_recursion_misses(f.read())
+        except OSError:
+            continue
+        if got is not None:
+            seen = True
+            total += got
+    return total if seen else None
+
+
 def prog_run_stats(fds) -> Optional[dict]:
     """Sum of run time and runs over BPF program fds of this process."""
     total_t = total_n = 0

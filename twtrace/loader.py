@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from twtrace.errors import UserError
-from twtrace.kernel import BpfStats, Kallsyms, kernel_headers_dir, prog_run_stats
+from twtrace.kernel import (BpfStats, Kallsyms, kernel_headers_dir, prog_run_stats,
+                            prog_skipped_runs)
 
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 if not (BPF_DIR / "twtrace.bpf.c").exists():  # installed as package data
@@ -32,7 +33,8 @@ KNOWN_CALLBACKS = (
     "io_uring_cancel_task_work",
 )
 
-TW_ST = {"lost": 0, "evicted": 1, "unmatched": 2, "nested": 3, "untimed": 4, "resync": 5}
+TW_ST = {"lost": 0, "evicted": 1, "unmatched": 2, "nested": 3, "untimed": 4, "resync": 5,
+         "recovered": 6}
 EV_KINDS = {1: "add", 2: "callback", 3: "cancel", 4: "run"}
 
 
@@ -361,6 +363,7 @@ class Loader:
         stats = b["stats"]
         st = {name: stats[stats.Key(i)].value for name, i in TW_ST.items()}
         st["lost"] += self.lost_perf
+        st["skipped"] = prog_skipped_runs(fn.fd for fn in list(b.funcs.values()))
         raw = {"tasks": tasks, "aggs": aggs, "hists": hists, "pairs": pairs, "stats": st}
         if self.cfg.stacks:
             raw["stacks"] = {(k.func, k.stack_id): v.value for k, v in b["stack_counts"].items()}

@@ -150,6 +150,7 @@ def summary_line(task_lines: List[dict], stats: dict, duration_ns: int, interrup
     return {"type": "summary", "duration_ns": duration_ns, "items": s["adds"] - s["failed_adds"],
             **s, "lost_events": stats["lost"], "evicted": stats["evicted"],
             "unmatched": stats["unmatched"], "untimed": stats.get("untimed", 0),
+            "skipped_runs": stats.get("skipped"), "recovered": stats.get("recovered", 0),
             "interrupted": interrupted,
             "exit_status": exit_status, "complete": True}
 

@@ -88,6 +88,7 @@ def _render_header(record: Record, snap: Optional[Snapshot], console: Console) -
         ("lost events", _flag(lost, WARN)),
         ("evicted", _flag(s["evicted"], WARN)),
         ("unmatched", _flag(s["unmatched"], CAUTION)),
+        ("skipped runs", _skipped(s)),
         ("ended", Text(ended, style=CAUTION if s["interrupted"] else "")),
     ]
     filters = h.get("filters") or {}
@@ -126,6 +127,17 @@ def _render_header(record: Record, snap: Optional[Snapshot], console: Console) -
 
 def _flag(n: int, style: str) -> Text:
     return Text(format_count(n), style=style if n else "")
+
+
+def _skipped(s: dict) -> Text:
+    """Kernel-skipped probe runs, and how many of the adds they hit were
+    rebuilt; unknown (older kernels or recordings) is shown as such."""
+    n = s.get("skipped_runs")
+    if n is None:
+        return Text("unknown", style="dim")
+    rec = s.get("recovered", 0)
+    text = format_count(n) + (f" ({format_count(rec)} adds rebuilt)" if rec else "")
+    return Text(text, style=CAUTION if n > rec else "")
 
 
 def _label(text: str) -> Text:

@@ -40,6 +40,24 @@ def test_prog_run_stats_sums_and_skips_unknown(tmp_path, monkeypatch):
     assert kernel.prog_run_stats([99]) is None
 
 
+def test_recursion_misses_only_where_the_kernel_reports_them(tmp_path, monkeypatch):
+    assert kernel.parse_recursion_misses(FDINFO + "recursion_misses:\t7\n") == 7
+    assert kernel.parse_recursion_misses(FDINFO) is None  # before 5.12
+
+    def fake_open(path, *a, **kw):
+        fd = int(str(path).rsplit("/", 1)[1])
+        text = {3: FDINFO + "recursion_misses:\t2\n", 4: FDINFO + "recursion_misses:\t3\n",
+                5: FDINFO}[fd]
+        return _real_open(_write(tmp_path, str(fd), text))
+
+    monkeypatch.setattr("builtins.open", fake_open)
+    assert kernel.prog_skipped_runs([3, 4, 5]) == 5
+    assert kernel.prog_skipped_runs([5]) is None
+
+
+_real_open = open
+
+
 def _write(tmp_path, name, text):
     p = tmp_path / name
     p.write_text(text)
