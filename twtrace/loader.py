@@ -164,6 +164,10 @@ class Loader:
                 raise UserError(f"this kernel has no {fn} in /proc/kallsyms: nothing to trace")
         f = self.features
         f.ringbuf = self.syms.has_any("bpf_ringbuf_output", "ringbuf_map_alloc")
+        # TWTRACE_PERF_BUFFER=1 sends events through a perf buffer as on
+        # kernels before 5.8: the tests use it to exercise that path.
+        if os.environ.get("TWTRACE_PERF_BUFFER") == "1":
+            f.ringbuf = False
         mode = self.cfg.probe_mode
         if mode not in ("auto", "kprobe", "fentry"):
             raise UserError(f"--probe-mode must be auto, kprobe or fentry, not {mode!r}")

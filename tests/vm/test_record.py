@@ -7,9 +7,9 @@ import pytest
 from twtrace.recordfile import read_record, validate_line
 
 
-def record(vm, tmp_path, workload, *args, mode="auto", name="rec", extra=()):
+def record(vm, tmp_path, workload, *args, mode="auto", name="rec", extra=(), env=()):
     out = tmp_path / f"{name}.jsonl"
-    r = vm.run(["twtrace", "record", "--events", "--probe-mode", mode, *extra, "-o", str(out), "--",
+    r = vm.run(["env", *env, "twtrace", "record", "--events", "--probe-mode", mode, *extra, "-o", str(out), "--",
                 "python3", f"examples/{workload}.py", *args], timeout=600)
     r.check()
     lines = [json.loads(x) for x in out.read_text().splitlines()]
@@ -118,6 +118,24 @@ def test_events_and_kernel_aggregates_agree(close_batch_runs):
             assert t["run_ns"]["max"] == max(c["run_ns"] for c in cbs)
     s = lines[-1]
     assert s["adds"] == len(of(lines, "add")) and s["callbacks"] == len(of(lines, "callback"))
+
+
+def test_events_through_a_perf_buffer(vm, tmp_path):
+    """Kernels before 5.8 have no BPF ring buffer: events come through a perf
+    buffer instead.  Every cell has a ring buffer, so the test forces it."""
+    lines, truth = record(vm, tmp_path, "close_batch", "--files", "8", "--rounds", "3",
+                          name="perf", env=["TWTRACE_PERF_BUFFER=1"])
+    assert lines[0]["features"]["ringbuf"] is False
+    tid = truth["tid"]
+    for rnd in truth["rounds"]:
+        lo, hi = rnd["t_start_ns"], rnd["t_end_ns"]
+        adds = of(lines, "add", tid, "____fput", lo, hi)
+        cbs = of(lines, "callback", tid, "____fput", lo, hi)
+        assert len(adds) == 8 and {c["work"] for c in cbs} == {a["work"] for a in adds}
+        assert len(cbs) == 8 and all(c["timing"] == "exact" for c in cbs)
+    s = lines[-1]
+    assert s["lost_events"] == 0 and s["adds"] == len(of(lines, "add"))
+    assert s["callbacks"] == len(of(lines, "callback"))
 
 
 def test_cross_task_add_waits_for_the_blocked_parent(vm, tmp_path):
