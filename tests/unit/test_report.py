@@ -172,3 +172,15 @@ def test_long_names_and_big_numbers_fit_80_columns(tmp_path):
                    format_count(300), format_ns(big[-1])):
         assert number in text
     assert "…" in text  # names were shortened, numbers were not
+
+
+@pytest.mark.parametrize("fields, shown", [
+    ({}, "skipped runs unknown"),  # recordings from kernels before 5.12, or older twtrace
+    ({"skipped_runs": 0, "recovered": 0}, "skipped runs 0"),
+    ({"skipped_runs": 2, "recovered": 2}, "skipped runs 2 (2 adds rebuilt)"),
+])
+def test_skipped_probe_runs_and_rebuilt_adds(tmp_path, fields, shown):
+    lines = sr.sample_lines()
+    lines[-1] = {**lines[-1], **fields}
+    text = render(read_record(sr.write_jsonl(tmp_path / "s.jsonl", lines)), 200)
+    assert shown in re.sub(r" +", " ", text)
