@@ -408,7 +408,11 @@ static __always_inline int add_fexit(void *ctx, struct task_struct *task,
 	struct add_call cc = {}, left = {};
 	struct add_stack *s = add_calls.lookup(&key);
 	u32 base = s ? s->n : 0;
-	if (base > 0 && base <= TW_ADD_NEST) {
+	if (base > TW_ADD_NEST) { /* nested too deep: not tracked */
+		add_pop(key, &cc);
+		return 0;
+	}
+	if (base > 0) {
 		u32 top = base - 1;
 		u64 w = s->c[TW_MASKED(top, TW_ADD_NEST)].work;
 		if (w != (u64)work && top > 0 &&
@@ -429,10 +433,16 @@ static __always_inline int add_fexit(void *ctx, struct task_struct *task,
 		bpf_probe_read_kernel(&pid, sizeof(pid), &task->tgid);
 		if (!wanted(tid, pid))
 			return 0;
-		/* Its entry was skipped: count it now, from here. */
 		add_from_args(&cc, task, work, notify);
-		stat_inc(TW_ST_RECOVERED);
-		publish(ctx, &cc); /* add_done takes it back if the add failed */
+		struct tw_item *it = inflight.lookup(&cc.work);
+		if (it) {
+			/* Its entry ran but its record is gone (cleared at start-up). */
+			cc.ts = it->ts;
+		} else {
+			/* Its entry was skipped: count it from here. */
+			stat_inc(TW_ST_RECOVERED);
+			publish(ctx, &cc); /* add_done takes it back if the add failed */
+		}
 	}
 	if (cc.traced)
 		add_done(ctx, &cc, ret);
