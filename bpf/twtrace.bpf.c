@@ -267,32 +267,48 @@ static __always_inline void publish(void *ctx, struct add_call *c)
 		__sync_fetch_and_add(&t->depth, 1);
 }
 
+/* An add as its arguments give it; 0 when its target is not traced. */
+static __always_inline int add_fill(struct add_call *c, struct task_struct *task,
+				    struct callback_head *work, u32 notify)
+{
+	c->work = (u64)work;
+	bpf_probe_read_kernel(&c->tid, sizeof(c->tid), &task->pid);
+	bpf_probe_read_kernel(&c->pid, sizeof(c->pid), &task->tgid);
+	if (!wanted(c->tid, c->pid))
+		return 0;
+	c->ts = bpf_ktime_get_ns();
+	c->traced = 1;
+	c->notify = notify;
+	c->stack_id = -1;
+	/* Safe: the item cannot have run before it is published. */
+	bpf_probe_read_kernel(&c->func, sizeof(c->func), &work->func);
+	bpf_probe_read_kernel_str(c->comm, sizeof(c->comm), task->comm);
+	return 1;
+}
+
+/* At entry: fills in the add and publishes its item; 0 when not traced. */
+static __always_inline int add_begin(void *ctx, struct add_call *c, struct task_struct *task,
+				     struct callback_head *work, u32 notify)
+{
+	if (!add_fill(c, task, work, notify))
+		return 0;
+#ifdef TW_STACKS
+	c->stack_id = stack_traces.get_stackid(ctx, 0);
+#endif
+	/* Published now, confirmed at return: the target may run the item on
+	 * another CPU before task_work_add returns. */
+	publish(ctx, c);
+	return 1;
+}
+
+/* kprobes: the return has no arguments, so calls under way are kept on a
+ * per-thread stack (an interrupt's nested add is skipped whole). */
 static __always_inline int add_entry(void *ctx, struct task_struct *task,
 				     struct callback_head *work, u32 notify)
 {
-	struct add_call c = {.work = (u64)work};
-	bpf_probe_read_kernel(&c.tid, sizeof(c.tid), &task->pid);
-	bpf_probe_read_kernel(&c.pid, sizeof(c.pid), &task->tgid);
-	if (!wanted(c.tid, c.pid)) {
-		add_push(&c); /* keeps a traced outer call's place */
-		return 0;
-	}
-	c.ts = bpf_ktime_get_ns();
-	c.traced = 1;
-	c.notify = notify;
-#ifdef TW_STACKS
-	c.stack_id = stack_traces.get_stackid(ctx, 0);
-#else
-	c.stack_id = -1;
-#endif
-	/* Safe: the item cannot have run before it is published. */
-	bpf_probe_read_kernel(&c.func, sizeof(c.func), &work->func);
-	bpf_probe_read_kernel_str(c.comm, sizeof(c.comm), task->comm);
-
-	/* Published now, confirmed at return: the target may run the item on
-	 * another CPU before task_work_add returns. */
-	publish(ctx, &c);
-	add_push(&c);
+	struct add_call c = {};
+	add_begin(ctx, &c, task, work, notify);
+	add_push(&c); /* an untraced call keeps a traced outer call's place */
 	return 0;
 }
 
@@ -381,81 +397,75 @@ static __always_inline int add_return(void *ctx, int ret)
 #ifdef TW_FENTRY
 /* fentry/fexit programs do not nest in themselves: the kernel skips a BPF
  * trampoline program entered on a CPU where it is already running.  An add
- * from an interrupt (the tick queues task_mm_cid_work, posix CPU timers)
- * that lands while this thread's add programs run loses its entry or its
- * return.  fexit has the arguments, so each return finds its own call by
- * work pointer, builds it anew when its entry was skipped, and completes
- * the calls whose returns were skipped while it ran (assumed successful:
- * an add only fails on an exiting task). */
-static __always_inline void add_from_args(struct add_call *c, struct task_struct *task,
-					  struct callback_head *work, u32 notify)
+ * from an interrupt (the tick queues task_mm_cid_work and posix CPU timer
+ * work) that lands while an add program runs loses its entry or its return.
+ * So with fentry, calls under way are keyed by thread and work pointer (no
+ * stack order to break), an entry that lands while the fexit program runs
+ * completes its add at once (its own fexit will be skipped: assumed
+ * successful, as an add only fails on an exiting task), and a return whose
+ * entry was skipped rebuilds the add from its arguments. */
+struct add_key {
+	u32 thread;
+	u32 pad;
+	u64 work;
+};
+BPF_HASH(add_pending, struct add_key, struct add_call, 10240);
+BPF_PERCPU_ARRAY(in_fexit, u32, 1);
+
+static __always_inline u32 *fexit_flag(void)
 {
-	bpf_probe_read_kernel(&c->tid, sizeof(c->tid), &task->pid);
-	bpf_probe_read_kernel(&c->pid, sizeof(c->pid), &task->tgid);
-	c->ts = bpf_ktime_get_ns();
-	c->work = (u64)work;
-	c->notify = notify;
-	c->stack_id = -1;
-	c->traced = 1;
-	bpf_probe_read_kernel(&c->func, sizeof(c->func), &work->func);
-	bpf_probe_read_kernel_str(c->comm, sizeof(c->comm), task->comm);
+	u32 z = 0;
+	return in_fexit.lookup(&z);
+}
+
+static __always_inline int add_fentry(void *ctx, struct task_struct *task,
+				      struct callback_head *work, u32 notify)
+{
+	struct add_call c = {};
+	if (!add_begin(ctx, &c, task, work, notify))
+		return 0;
+	u32 *busy = fexit_flag();
+	if (busy && *busy) {
+		stat_inc(TW_ST_RECOVERED);
+		add_done(ctx, &c, 0);
+		return 0;
+	}
+	struct add_key k = {.thread = thread_key(), .work = (u64)work};
+	if (add_pending.update(&k, &c) != 0)
+		stat_inc(TW_ST_EVICTED);
+	return 0;
+}
+
+static __always_inline void add_fexit_body(void *ctx, struct task_struct *task,
+					   struct callback_head *work, u32 notify, int ret)
+{
+	struct add_key k = {.thread = thread_key(), .work = (u64)work};
+	struct add_call *p = add_pending.lookup(&k);
+	if (p) {
+		struct add_call cc = *p;
+		add_pending.delete(&k);
+		add_done(ctx, &cc, ret);
+		return;
+	}
+	/* Its entry was skipped: count it from here.  (Records of calls under
+	 * way at start-up are kept, so a missing one means exactly this.) */
+	struct add_call cc = {};
+	if (!add_fill(&cc, task, work, notify))
+		return;
+	stat_inc(TW_ST_RECOVERED);
+	publish(ctx, &cc); /* add_done takes it back if the add failed */
+	add_done(ctx, &cc, ret);
 }
 
 static __always_inline int add_fexit(void *ctx, struct task_struct *task,
 				     struct callback_head *work, u32 notify, int ret)
 {
-	u32 key = thread_key();
-	struct add_call cc = {}, left = {};
-	struct add_stack *s = add_calls.lookup(&key);
-	u32 base = s ? s->n : 0;
-	if (base > TW_ADD_NEST) { /* nested too deep: not tracked */
-		add_pop(key, &cc);
-		return 0;
-	}
-	if (base > 0) {
-		u32 top = base - 1;
-		u64 w = s->c[TW_MASKED(top, TW_ADD_NEST)].work;
-		if (w != (u64)work && top > 0 &&
-		    s->c[TW_MASKED(top - 1, TW_ADD_NEST)].work == (u64)work) {
-			/* Above ours: a call whose return was skipped. */
-			add_pop(key, &left);
-			top--;
-			w = (u64)work;
-		}
-		if (w == (u64)work) {
-			add_pop(key, &cc);
-			base = top;
-		}
-	}
-	if (!cc.work) {
-		u32 tid = 0, pid = 0;
-		bpf_probe_read_kernel(&tid, sizeof(tid), &task->pid);
-		bpf_probe_read_kernel(&pid, sizeof(pid), &task->tgid);
-		if (!wanted(tid, pid))
-			return 0;
-		add_from_args(&cc, task, work, notify);
-		struct tw_item *it = inflight.lookup(&cc.work);
-		if (it) {
-			/* Its entry ran but its record is gone (cleared at start-up). */
-			cc.ts = it->ts;
-		} else {
-			/* Its entry was skipped: count it from here. */
-			stat_inc(TW_ST_RECOVERED);
-			publish(ctx, &cc); /* add_done takes it back if the add failed */
-		}
-	}
-	if (cc.traced)
-		add_done(ctx, &cc, ret);
-	/* A call pushed while this program ran has completed unseen. */
-	if (!left.work) {
-		s = add_calls.lookup(&key);
-		if (s && s->n > base)
-			add_pop(key, &left);
-	}
-	if (left.traced) {
-		stat_inc(TW_ST_RECOVERED);
-		add_done(ctx, &left, 0);
-	}
+	u32 *busy = fexit_flag();
+	if (busy)
+		*busy = 1;
+	add_fexit_body(ctx, task, work, notify, ret);
+	if (busy)
+		*busy = 0;
 	return 0;
 }
 #endif
@@ -696,14 +706,19 @@ int cancel_return(struct pt_regs *ctx)
 /* ---- following a command's process tree --------------------------------- */
 
 #ifdef TW_FOLLOW
+/* Threads of twtrace that start a traced command: their children are traced
+ * from before they first run, while they themselves are not. */
+BPF_HASH(spawners, u32, u8, 16);
+
 TRACEPOINT_PROBE(sched, sched_process_fork)
 {
 	u32 parent = args->parent_pid, child = args->child_pid;
 	u64 pt = bpf_get_current_pid_tgid();
 	u32 ppid = pt >> 32;
 	u8 one = 1;
-	/* parent_pid is the forking thread; follow whole processes. */
-	if (filter_pids.lookup(&ppid) || filter_tids.lookup(&parent))
+	/* parent_pid is the forking thread; follow whole processes.  This runs
+	 * before the child is first woken, so nothing it queues is missed. */
+	if (filter_pids.lookup(&ppid) || filter_tids.lookup(&parent) || spawners.lookup(&parent))
 		filter_pids.update(&child, &one);
 	return 0;
 }
@@ -714,7 +729,7 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
 #ifdef TW_FENTRY
 KFUNC_PROBE(task_work_add, struct task_struct *task, struct callback_head *work, int notify)
 {
-	return add_entry(ctx, task, work, (u32)notify);
+	return add_fentry(ctx, task, work, (u32)notify);
 }
 
 KRETFUNC_PROBE(task_work_add, struct task_struct *task, struct callback_head *work, int notify,

@@ -3,9 +3,11 @@ it, and turns maps and events into plain Python values for the model.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
@@ -257,6 +259,19 @@ class Loader:
                 m = self.bpf[mapname]
                 for i in ids:
                     m[m.Key(i)] = one
+
+    @contextlib.contextmanager
+    def spawning(self):
+        """Children this thread forks meanwhile are traced from their first
+        instruction (the fork tracepoint adds them before they run); needs
+        follow=True."""
+        m = self.bpf["spawners"]
+        key = m.Key(threading.get_native_id())
+        m[key] = ctypes.c_uint8(1)
+        try:
+            yield
+        finally:
+            del m[key]
 
     def add_pid(self, pid: int) -> None:
         m = self.bpf["filter_pids"]

@@ -190,8 +190,9 @@ def _trace(opts, out, stop, loader, features, model) -> int:
 
     proc = gate = None
     if opts.command:
-        proc, gate = _start_command(opts.command, opts.output == "-")
-        loader.add_pid(proc.pid)
+        with loader.spawning():
+            proc, gate = _start_command(opts.command, opts.output == "-")
+        loader.add_pid(proc.pid)  # already there: the fork tracepoint put it
         os.write(gate, b"go\n")
         os.close(gate)
     deadline = start_ns + opts.duration * 1e9 if opts.duration else None

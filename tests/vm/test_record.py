@@ -249,12 +249,14 @@ def test_late_probed_callbacks_settle_at_batch_level(vm, tmp_path):
     assert all(c["run_ns"] is None and (c["queue_ns"] or 0) >= 0
                for c in cbs if c["timing"] == "batch")
     (task,) = [t for t in final(lines, "task") if t["tid"] == tid]
-    assert task["callbacks"] == task["adds"] and task["depth"] == 0
-    # the tick queues task_mm_cid_work from an interrupt, which can land while
-    # twtrace's own add program runs: skipped runs are reported, adds rebuilt
+    assert task["depth"] == 0
+    # Exact, unless an interrupt's add (the tick queues task_mm_cid_work) hit
+    # twtrace's own add program at a moment it could not be rebuilt: then the
+    # kernel's count of skipped program runs accounts for every difference.
     s = lines[-1]
     assert s["unmatched"] == 0
-    assert s["skipped_runs"] is None or s["recovered"] <= s["skipped_runs"]
+    unrebuilt = (s["skipped_runs"] or 0) - s["recovered"]
+    assert unrebuilt >= 0 and 0 <= task["callbacks"] - task["adds"] <= unrebuilt
 
 
 def test_stacks_name_the_code_path_that_queued(vm, tmp_path):
