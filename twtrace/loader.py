@@ -59,6 +59,7 @@ class TraceConfig:
     follow: bool = False  # add forked children of traced processes
     ringbuf_pages: int = 256
     stacks: bool = False  # count adds per adder kernel stack
+    bpf_stats: bool = False  # the kernel's BPF run-time accounting, for top's cost figure
 
 
 @dataclass
@@ -209,8 +210,9 @@ class Loader:
         # calls already under way): forget what was counted until now.
         self.bpf["run_states"].clear()
         self.bpf["add_calls"].clear()
-        self.stats = BpfStats()
-        self.stats.enable()
+        if self.cfg.bpf_stats:  # it costs every program run a clock read
+            self.stats = BpfStats()
+            self.stats.enable()
         return f
 
     def bpf_stats(self) -> Optional[dict]:

@@ -157,7 +157,8 @@ class LiveSource:
 
         self.model = model
         self.loader = Loader(TraceConfig(probe_mode=probe_mode, events=False, pids=list(pids),
-                                         tids=list(tids), follow=bool(pids)))
+                                         tids=list(tids), follow=bool(pids),
+                                         bpf_stats=True))
         try:
             features = self.loader.start()
         except BaseException:
