@@ -370,25 +370,20 @@ static __always_inline void add_done(void *ctx, struct add_call *c, int ret)
 }
 
 /* Pops this thread's innermost add under way into *out; its index, or -1. */
-static __always_inline int add_pop(u32 key, struct add_call *out)
+static __always_inline int add_return(void *ctx, int ret)
 {
+	u32 key = thread_key();
 	struct add_stack *s = add_calls.lookup(&key);
 	if (!s || s->n == 0)
-		return -1;
+		return 0;
 	u32 n = s->n - 1;
 	s->n = n;
 	/* A copy: an interrupt may push onto this slot while we work. */
+	struct add_call cc = {};
 	if (n < TW_ADD_NEST)
-		*out = s->c[TW_MASKED(n, TW_ADD_NEST)];
+		cc = s->c[TW_MASKED(n, TW_ADD_NEST)];
 	if (n == 0)
 		add_calls.delete(&key);
-	return n;
-}
-
-static __always_inline int add_return(void *ctx, int ret)
-{
-	struct add_call cc = {};
-	add_pop(thread_key(), &cc);
 	if (cc.traced)
 		add_done(ctx, &cc, ret);
 	return 0;

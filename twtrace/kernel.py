@@ -154,34 +154,26 @@ def parse_recursion_misses(text: str) -> Optional[int]:
     return None
 
 
-def prog_skipped_runs(fds) -> Optional[int]:
-    """recursion_misses summed over BPF program fds of this process; None
-    when the kernel does not report them."""
-    total, seen = 0, False
+def _prog_fdinfos(fds):
+    """The fdinfo text of each BPF program fd of this process that has one."""
     for fd in fds:
         try:
             with open(f"/proc/self/fdinfo/{fd}") as f:
-                got = parse_recursion_misses(f.read())
+                yield f.read()
         except OSError:
             continue
-        if got is not None:
-            seen = True
-            total += got
-    return total if seen else None
+
+
+def prog_skipped_runs(fds) -> Optional[int]:
+    """recursion_misses summed over BPF program fds of this process; None
+    when the kernel does not report them."""
+    got = [n for n in map(parse_recursion_misses, _prog_fdinfos(fds)) if n is not None]
+    return sum(got) if got else None
 
 
 def prog_run_stats(fds) -> Optional[dict]:
     """Sum of run time and runs over BPF program fds of this process."""
-    total_t = total_n = 0
-    seen = False
-    for fd in fds:
-        try:
-            with open(f"/proc/self/fdinfo/{fd}") as f:
-                got = parse_prog_fdinfo(f.read())
-        except OSError:
-            continue
-        if got:
-            seen = True
-            total_t += got[0]
-            total_n += got[1]
-    return {"run_time_ns": total_t, "run_cnt": total_n} if seen else None
+    got = [x for x in map(parse_prog_fdinfo, _prog_fdinfos(fds)) if x]
+    if not got:
+        return None
+    return {"run_time_ns": sum(t for t, _ in got), "run_cnt": sum(n for _, n in got)}
