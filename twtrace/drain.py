@@ -89,8 +89,15 @@ class Batch:
 
 
 def _copy(c):
-    """A ctypes struct detached from the reused buffer."""
+    """A ctypes struct detached from the reused buffer (scalars come out of
+    ctypes arrays as ints already)."""
+    if isinstance(c, int):
+        return c
     return type(c).from_buffer_copy(c)
+
+
+def _int(v) -> int:
+    return v if isinstance(v, int) else v.value
 
 
 class Drainer:
@@ -125,10 +132,10 @@ def _convert(name: str, items) -> dict:
     if name == "hists":
         out: Dict[tuple, Dict[int, int]] = {}
         for k, v in items:
-            out.setdefault((k.tid, k.gen, k.func, k.kind), {})[k.bucket] = v.value
+            out.setdefault((k.tid, k.gen, k.func, k.kind), {})[k.bucket] = _int(v)
         return out
     if name == "pairs":
         return {(k.adder_pid, k.tid, k.gen, k.func):
                 {"adds": v.adds, "adder_comm": v.adder_comm.decode(errors="replace")}
                 for k, v in items}
-    return {(k.func, k.stack_id): v.value for k, v in items}
+    return {(k.func, k.stack_id): _int(v) for k, v in items}
