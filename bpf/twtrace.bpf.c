@@ -241,9 +241,12 @@ static __always_inline struct tstate *state_of(struct task_struct *t)
 	init->pid = pid;
 	/* twtrace's own closes queue ____fput on its threads: not traced. */
 	init->traced = pid != TW_SELF_PID && filter_passes(tid, pid);
-	u32 slot = TW_ST_TASKGEN;
-	u64 *g = stats.lookup(&slot);
-	init->gen = g ? (u32)__sync_fetch_and_add(g, 1) + 1 : 0;
+	/* The incarnation: from the task's start time, which differs between
+	 * two tasks that share a tid (no fetch-and-add: not every bcc's clang
+	 * targets an instruction set that returns the old value). */
+	u64 st = 0;
+	bpf_probe_read_kernel(&st, sizeof(st), &t->start_time);
+	init->gen = (u32)(st ^ (st >> 32)) | 1;
 	bpf_probe_read_kernel_str(init->comm, sizeof(init->comm), t->comm);
 	if (tasks.insert(&key, init) != 0 && !tasks.lookup(&key)) {
 		stat_inc(TW_ST_FULL_TASKS);
@@ -408,7 +411,11 @@ static __always_inline int add_entry(void *ctx, struct task_struct *task,
 	if (a) {
 		__sync_fetch_and_add(&a->adds, 1);
 		if ((notify & NOTIFY_MASK) < 32)
+#ifdef TW_CAS
 			__sync_fetch_and_or(&a->notify_mask, 1ULL << (notify & NOTIFY_MASK));
+#else
+			a->notify_mask |= 1ULL << (notify & NOTIFY_MASK); /* set once, in practice */
+#endif
 		if (fail)
 			__sync_fetch_and_add(&a->failed_adds, 1);
 	}
@@ -425,11 +432,13 @@ static __always_inline int add_entry(void *ctx, struct task_struct *task,
 			settle_unseen(ctx, gen, w, old, now);
 		if (inflight.update(&w, &it) != 0)
 			stat_inc(TW_ST_FULL_INFLIGHT);
-		s64 d;
 		if (it.flags & TW_IT_UNPROBED)
-			d = __sync_fetch_and_add(&s->unprobed, 1) + 1 + s->depth;
+			__sync_fetch_and_add(&s->unprobed, 1);
 		else
-			d = __sync_fetch_and_add(&s->depth, 1) + 1 + s->unprobed;
+			__sync_fetch_and_add(&s->depth, 1);
+		/* Read after the add: a concurrent add on another CPU makes this
+		 * the depth both reached, which is the maximum either way. */
+		s64 d = *(volatile s64 *)&s->depth + *(volatile s64 *)&s->unprobed;
 		if (a && d > 0)
 			atomic_max(&a->max_depth, (u64)d);
 	}

@@ -25,7 +25,7 @@
 #define TW_ST_SPARE 2      /* unused */
 #define TW_ST_UNTIMED 3    /* callbacks that ran unprobed, settled in the kernel */
 #define TW_ST_RESYNC 4     /* task_work_run levels reset after missed returns */
-#define TW_ST_TASKGEN 5    /* incarnations handed out: a task's state's identity */
+#define TW_ST_SPARE5 5     /* unused */
 #define TW_ST_NORET 6      /* callbacks whose return was not seen (no run time) */
 #define TW_ST_STACK_COLL 7 /* adder stacks not kept: hash collision in the stack map */
 #define TW_ST_STACK_ERR 8  /* adder stacks not taken (other errors) */

@@ -11,6 +11,15 @@ from twtrace.vm import builder, cells
 from twtrace.vm.machine import Machine, VMError
 
 CI = bool(os.environ.get("TWTRACE_CI") or os.environ.get("CI"))
+# Every VM test has its own bound, well inside a cell's (TWTRACE_CELL_TIMEOUT):
+# a hung test fails by name with its output, and the cell goes on.
+VM_TEST_TIMEOUT = float(os.environ.get("TWTRACE_VM_TEST_TIMEOUT", "900"))
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "tests/vm/" in str(item.fspath) and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(VM_TEST_TIMEOUT, method="signal"))
 
 
 def _cant_run(reason):
