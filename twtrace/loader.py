@@ -82,6 +82,7 @@ class Features:
     preemption: Optional[str] = None
     recursion_guard: Optional[bool] = None
     add_failure_known: bool = False  # the exit sentinel's address is known
+    cas: bool = False  # maxima kept with compare-and-swap
     cancel: List[str] = field(default_factory=list)
     cancel_bool: bool = False
     callbacks_probed: List[str] = field(default_factory=list)
@@ -90,7 +91,7 @@ class Features:
     def as_dict(self) -> dict:
         return {"probe_mode_reason": self.probe_mode_reason, "ringbuf": self.ringbuf,
                 "preemption": self.preemption, "recursion_guard": self.recursion_guard,
-                "add_failure_known": self.add_failure_known,
+                "add_failure_known": self.add_failure_known, "cas": self.cas,
                 "cancel": self.cancel, "cancel_returns_bool": self.cancel_bool,
                 "callbacks_probed": sorted(self.callbacks_probed),
                 "callbacks_unprobed": dict(self.callbacks_unprobed)}
@@ -227,6 +228,7 @@ class Loader:
                 last = e
                 continue
             self._fentry_cb = list(cb_try)
+            self.features.cas = cas
             return b
         raise last
 
