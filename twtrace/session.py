@@ -44,4 +44,6 @@ class Session:
         return model.batch_callback_lines(gone, self.snap.fname, time.monotonic_ns())
 
     def lines(self, ts_ns: int, seq: int, final: bool) -> List[dict]:
-        return self.snap.lines(self.totals, self.stats, ts_ns, seq, final)
+        out = self.snap.lines(self.totals, self.stats, ts_ns, seq, final)
+        out[0]["read_ns"] = self.read_ns  # the cost of reading the kernel for it
+        return out

@@ -183,6 +183,7 @@ class LiveSource:
         if self.func_re is not None:
             tot = narrowed(tot, self._wanted)
         lines = self.snap.lines(tot, self.session.stats, now, self.seq, False)
+        lines[0]["read_ns"] = self.session.read_ns
         self.seq += 1
         return Sample(lines[0], [x for x in lines if x["type"] == "task"],
                       [x for x in lines if x["type"] == "func"],
