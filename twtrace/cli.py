@@ -81,6 +81,21 @@ def report(file: str = typer.Argument(..., help="A recording made by twtrace rec
 
 
 @app.command()
+def export(file: str = typer.Argument(..., help="A recording made by twtrace record --events."),
+           output: str = typer.Option(..., "-o", "--output", help="Trace file to write."),
+           perfetto: bool = typer.Option(False, "--perfetto",
+                                         help="Write a Perfetto trace (protobuf), for "
+                                              "ui.perfetto.dev.")) -> None:
+    """Convert a recording into a timeline for another tool:
+    twtrace export --perfetto REC.jsonl -o OUT.pftrace"""
+    from twtrace.export import main as exportmain
+
+    if not perfetto:
+        raise UserError("say which format to export: --perfetto")
+    raise typer.Exit(exportmain.run(file, output))
+
+
+@app.command()
 def top(interval_arg: Optional[float] = typer.Argument(None, metavar="[INTERVAL]",
                                                        help="Seconds between refreshes."),
         count: Optional[int] = typer.Argument(None, metavar="[COUNT]",
