@@ -129,6 +129,37 @@ def top(interval_arg: Optional[float] = typer.Argument(None, metavar="[INTERVAL]
     raise typer.Exit(topmain.run(opts))
 
 
+@app.command()
+def serve(listen: Optional[str] = typer.Option(None, "--listen", "-l", metavar="ADDR:PORT",
+                                             help="Where to serve /metrics (default "
+                                                  "127.0.0.1:19868)."),
+          textfile: Optional[str] = typer.Option(None, "--textfile", metavar="PATH",
+                                                 help="Write node_exporter's textfile format "
+                                                      "to PATH (*.prom) instead."),
+          interval: float = typer.Option(1.0, "--interval", "-i",
+                                         help="Seconds between reads of the kernel (and "
+                                              "textfile writes)."),
+          pid: List[int] = typer.Option([], "-p", "--pid", help="Only this process (repeatable)."),
+          tid: List[int] = typer.Option([], "-t", "--tid", help="Only this thread (repeatable)."),
+          comm: Optional[str] = typer.Option(None, "--comm", help="Only tasks whose name matches "
+                                                                 "this regular expression."),
+          func: Optional[str] = typer.Option(None, "--func", help="Only callback functions "
+                                                                 "matching this regular expression."),
+          label_comm: int = typer.Option(0, "--label-comm", metavar="N",
+                                         help="Also export per-task-name metrics for the N "
+                                              "busiest names, the rest as other (0 = off)."),
+          probe_mode: str = typer.Option("auto", "--probe-mode",
+                                         help="auto, kprobe or fentry.")) -> None:
+    """Serve task_work metrics for Prometheus (OpenMetrics at /metrics), or write
+    them for node_exporter's textfile collector. Metrics: docs/prometheus.md"""
+    from twtrace.serve import main as servemain
+
+    opts = servemain.ServeOptions(listen=listen, textfile=textfile, interval=interval,
+                                  pids=list(pid), tids=list(tid), comm=comm, func=func,
+                                  label_comm=label_comm, probe_mode=probe_mode)
+    raise typer.Exit(servemain.run(opts))
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def vm(ctx: typer.Context,
        kernel: Optional[str] = typer.Option(None, "--kernel", "-k",
