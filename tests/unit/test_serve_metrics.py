@@ -224,3 +224,34 @@ def test_openmetrics_text_parses():
 
     names = {f.name for f in om(generate_openmetrics(registry(1)).decode())}
     assert {"twtrace_adds", "twtrace_task_queue_latency_seconds", "twtrace"} <= names
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--listen", "localhost"], ["ADDR:PORT"]),
+    (["--listen", "127.0.0.1:0"], ["port"]),
+    (["--listen", "127.0.0.1:70000"], ["port"]),
+    (["--listen", "example.org:80"], ["not an IP address"]),
+    (["--interval", "nan"], ["--interval"]),
+    (["--interval", "0"], ["--interval"]),
+    (["--label-comm", "-1"], ["--label-comm"]),
+    (["--textfile", "/tmp/x.txt"], [".prom"]),
+    (["--textfile", "/nonexistent-dir/x.prom"], ["no such directory"]),
+    (["--textfile", "/tmp/x.prom", "--listen", "127.0.0.1:1"], ["one of"]),
+    (["--comm", "("], ["--comm"]),
+    (["--probe-mode", "magic"], ["probe-mode"]),
+])
+def test_bad_flags_are_one_line(args, words):
+    from test_cli import one_line_error, twtrace
+
+    r = twtrace("serve", *args)
+    one_line_error(r, *words)
+    assert r.returncode == 2
+
+
+def test_listen_forms():
+    from twtrace.serve.main import parse_listen
+
+    assert parse_listen("127.0.0.1:19868") == ("127.0.0.1", 19868)
+    assert parse_listen("[::1]:9") == ("::1", 9)
+    assert parse_listen("0.0.0.0:80") == ("0.0.0.0", 80)
+    assert parse_listen("localhost:1") == ("localhost", 1)

@@ -118,8 +118,18 @@ def _on_sigterm(signum, frame):
     raise SystemExit(0)  # a service manager's stop is a normal end
 
 
+def _need_prometheus_client() -> None:
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        raise UserError("twtrace serve needs the prometheus_client Python package "
+                        "(pip install prometheus_client, or Debian's "
+                        "python3-prometheus-client)") from None
+
+
 def run(opts: ServeOptions) -> int:
     where = validate(opts)
+    _need_prometheus_client()
     from twtrace.top import sources
 
     sources.check_live_targets(opts.pids, opts.tids)
