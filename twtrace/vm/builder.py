@@ -325,11 +325,13 @@ def _precompile(cell: Cell, guest: Guest) -> None:
 
 
 def _stamp(cell: Cell) -> str:
-    return json.dumps({"v": BUILD_VERSION, "cell": cell.__dict__}, sort_keys=True, default=str)
+    # What the guest is made of: an SMP cell boots its release's guest as is.
+    made_of = {k: v for k, v in cell.__dict__.items() if k != "cpus"}
+    return json.dumps({"v": BUILD_VERSION, "cell": made_of}, sort_keys=True, default=str)
 
 
 def guest_dir(cell: Cell) -> Path:
-    return cache_root() / "guests" / cell.name
+    return cache_root() / "guests" / cell.guest_name
 
 
 def load(cell: Cell) -> Guest | None:

@@ -105,7 +105,7 @@ class Machine:
         if spec:
             append.append(f"twtrace.spec={spec}")
         argv = [require_qemu(self.cell), *arch.machine, "-accel", "tcg,thread=multi",
-                "-smp", "1", "-m", str(self.memory_mb), "-nodefaults", "-no-user-config",
+                "-smp", str(self.cell.cpus), "-m", str(self.memory_mb), "-nodefaults", "-no-user-config",
                 "-display", "none", "-no-reboot",
                 "-kernel", str(g.kernel), "-initrd", str(g.initrd),
                 "-fsdev", f"local,id=root,path={g.root},{'' if self.writable_root else 'readonly=on,'}security_model=none,multidevs=remap",
