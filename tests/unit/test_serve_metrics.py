@@ -255,3 +255,14 @@ def test_listen_forms():
     assert parse_listen("[::1]:9") == ("::1", 9)
     assert parse_listen("0.0.0.0:80") == ("0.0.0.0", 80)
     assert parse_listen("localhost:1") == ("localhost", 1)
+
+
+def test_map_full_per_map_when_the_snapshot_says():
+    agg = Aggregator(META, "0.1.0")
+    agg.push(Sample({"full": {"tasks": 0, "aggs": 0}}, evicted=0))
+    agg.push(Sample({"full": {"tasks": 2, "aggs": 5}}, evicted=7))
+    agg.push(Sample({"full": {"tasks": 3, "aggs": 5}}, evicted=8))
+    assert agg.map_full == {"tasks": 3, "aggs": 5}
+    total = Aggregator(META, "0.1.0")
+    total.push(Sample({}, evicted=4))
+    assert total.map_full == {"all": 4}

@@ -184,10 +184,13 @@ class Aggregator:
 
 
 def _map_full(sample: Sample, prev: Sample) -> Dict[str, Tuple[Optional[int], Optional[int]]]:
-    """map name -> (now, before) of "entries that did not fit" counts.  A
-    source that knows them per map gives a dict (as the busy-host kernel
-    rewrite plans); one total is reported as map "all"."""
+    """map name -> (now, before) of "entries that did not fit" counts: per
+    map from the snapshot's "full" object when the source has it, else its
+    one total as map "all"."""
     def per_map(s: Sample) -> Dict[str, int]:
+        full = (s.snapshot or {}).get("full")
+        if isinstance(full, dict):  # the snapshot line's per-map counts (format.md)
+            return dict(full)
         ev = s.evicted
         if isinstance(ev, dict):
             return dict(ev)
