@@ -9,6 +9,7 @@
  *   TW_FILTER      only trace tasks whose pid (tgid) or tid is in the filter maps
  *   TW_FOLLOW      add forked children of filtered processes to the filter
  *   TW_STACKS      count adds per adder kernel stack
+ *   TW_CGROUP_FILTER  only trace tasks in the cgroups of filter_cgroups
  *   TW_WORK_EXITED address of the kernel's work_exited sentinel, when known
  *
  * The design, in short:
@@ -29,6 +30,8 @@
  */
 #include <uapi/linux/ptrace.h>
 #include <linux/sched.h>
+#include <linux/cgroup-defs.h>
+#include <linux/kernfs.h>
 #include "twtrace.h"
 
 #define NOTIFY_MASK 0xff /* 6.12 OR-s TWAF_* flag bits into notify */
@@ -130,7 +133,9 @@ struct tstate {
 	u32 tid;
 	u32 pid;
 	u32 gen;     /* incarnation: (tid, gen) names this task in user space */
-	u32 traced;  /* passes the filter */
+	u32 traced;  /* passes the filters */
+	u64 task;    /* its task_struct (the key), to refresh cgroup from */
+	u64 cgroup;  /* cgroup v2 id, refreshed when the task moves and per interval */
 	s64 depth;   /* probed items queued, not yet started or cancelled */
 	s64 unprobed; /* items of unprobed functions queued, not yet known to have run */
 	u64 last_run_ts;  /* entry of the latest task_work_run */
@@ -147,6 +152,11 @@ BPF_PERCPU_ARRAY(tstate_zero, struct tstate, 1); /* scratch for a new entry */
 #ifdef TW_FILTER
 BPF_HASH(filter_pids, u32, u8, 65536);
 BPF_HASH(filter_tids, u32, u8, 1024);
+#endif
+#ifdef TW_CGROUP_FILTER
+/* The cgroup v2 ids asked for and all their descendants (user space seeds
+ * them; cgroup_mkdir below adds new ones). */
+BPF_HASH(filter_cgroups, u64, u8, 16384);
 #endif
 
 #ifdef TW_STACKS
@@ -222,6 +232,44 @@ static __always_inline int filter_passes(u32 tid, u32 pid)
 #endif
 }
 
+/* The cgroup v2 id of task t: its default-hierarchy cgroup's kernfs node id,
+ * which is also the inode number of the cgroup's directory.  Four reads, so
+ * taken only when a task, or an interval's aggregate of it, is new, or when
+ * the task moves; 0 if unreadable. */
+static __always_inline u64 cgroup_of(struct task_struct *t)
+{
+	struct css_set *cs = 0;
+	struct cgroup *cg = 0;
+	struct kernfs_node *kn = 0;
+	u64 id = 0;
+	bpf_probe_read_kernel(&cs, sizeof(cs), &t->cgroups);
+	if (!cs)
+		return 0;
+	bpf_probe_read_kernel(&cg, sizeof(cg), &cs->dfl_cgrp);
+	if (!cg)
+		return 0;
+	bpf_probe_read_kernel(&kn, sizeof(kn), &cg->kn);
+	if (!kn)
+		return 0;
+	bpf_probe_read_kernel(&id, sizeof(id), &kn->id);
+	return id;
+}
+
+static __always_inline int cgroup_passes(u64 cg)
+{
+#ifdef TW_CGROUP_FILTER
+	return filter_cgroups.lookup(&cg) != 0;
+#else
+	return 1;
+#endif
+}
+
+static __always_inline u32 traced_now(struct tstate *s)
+{
+	/* twtrace's own closes queue ____fput on its threads: not traced. */
+	return s->pid != TW_SELF_PID && filter_passes(s->tid, s->pid) && cgroup_passes(s->cgroup);
+}
+
 /* The state of task t, created on first sight.  Creation is the only insert
  * a task ever costs; racing creators on two CPUs agree on one entry. */
 static __always_inline struct tstate *state_of(struct task_struct *t)
@@ -239,8 +287,9 @@ static __always_inline struct tstate *state_of(struct task_struct *t)
 	bpf_probe_read_kernel(&pid, sizeof(pid), &t->tgid);
 	init->tid = tid;
 	init->pid = pid;
-	/* twtrace's own closes queue ____fput on its threads: not traced. */
-	init->traced = pid != TW_SELF_PID && filter_passes(tid, pid);
+	init->task = key;
+	init->cgroup = cgroup_of(t);
+	init->traced = traced_now(init);
 	/* The incarnation: from the task's start time, which differs between
 	 * two tasks that share a tid (no fetch-and-add: not every bcc's clang
 	 * targets an instruction set that returns the old value). */
@@ -266,7 +315,11 @@ static __always_inline struct tw_agg *agg_of(u32 gen, struct tstate *s, u64 func
 	struct tw_agg *a = aggs_get(gen, &k);
 	if (a)
 		return a;
-	struct tw_agg init = {.pid = s->pid};
+	/* Once per task and function per interval: cheap enough to refresh the
+	 * cgroup of threads whose process moved (only the leader's move is
+	 * reported, below). */
+	s->cgroup = cgroup_of((struct task_struct *)s->task);
+	struct tw_agg init = {.pid = s->pid, .cgroup = s->cgroup};
 	__builtin_memcpy(init.comm, s->comm, TW_COMM_LEN);
 	aggs_put(gen, &k, &init);
 	a = aggs_get(gen, &k);
@@ -353,7 +406,7 @@ static __always_inline void count_pair(u32 gen, struct tstate *s, u64 func, u64 
 	struct tw_pair pk = {.adder_pid = pt >> 32, .tid = s->tid, .gen = s->gen, .func = func};
 	struct tw_pair_val *pv = pairs_get(gen, &pk);
 	if (!pv) {
-		struct tw_pair_val init = {};
+		struct tw_pair_val init = {.adder_cgroup = bpf_get_current_cgroup_id()};
 		bpf_get_current_comm(init.adder_comm, sizeof(init.adder_comm));
 		pairs_put(gen, &pk, &init);
 		pv = pairs_get(gen, &pk);
@@ -409,6 +462,7 @@ static __always_inline int add_entry(void *ctx, struct task_struct *task,
 	int fail = add_will_fail(task);
 	struct tw_agg *a = agg_of(gen, s, func);
 	if (a) {
+		a->cgroup = s->cgroup; /* a plain store: the cgroup of the latest add */
 		__sync_fetch_and_add(&a->adds, 1);
 		if ((notify & NOTIFY_MASK) < 32)
 #ifdef TW_CAS
@@ -446,7 +500,8 @@ static __always_inline int add_entry(void *ctx, struct task_struct *task,
 	struct tw_event ev = {.kind = TW_EV_ADD, .ts = now, .work = w, .func = func,
 			      .tid = s->tid, .pid = s->pid, .gen = s->gen, .adder_tid = (u32)pt,
 			      .adder_pid = pt >> 32, .ret = fail ? -TW_ESRCH : 0, .notify = notify,
-			      .stack_id = stack_id};
+			      .stack_id = stack_id, .cgroup = s->cgroup,
+			      .adder_cgroup = bpf_get_current_cgroup_id()};
 	__builtin_memcpy(ev.comm, s->comm, TW_COMM_LEN);
 	bpf_get_current_comm(ev.adder_comm, sizeof(ev.adder_comm));
 	emit(ctx, &ev);
@@ -749,15 +804,63 @@ RAW_TRACEPOINT_PROBE(sched_process_free)
 	return 0;
 }
 
-/* exec renames the task: later aggregates carry the new name. */
+/* exec renames the task: later aggregates carry the new name.  A process
+ * started into a cgroup (written to cgroup.procs, then exec) is seen in it
+ * from here on, whatever its state said before. */
 RAW_TRACEPOINT_PROBE(sched_process_exec)
 {
 	u64 key = bpf_get_current_task();
 	struct tstate *s = tasks.lookup(&key);
-	if (s)
+	if (s) {
 		bpf_get_current_comm(s->comm, sizeof(s->comm));
+		s->cgroup = bpf_get_current_cgroup_id();
+		s->traced = traced_now(s);
+	}
 	return 0;
 }
+
+/* A task moved to another cgroup (for a whole process, only its leader is
+ * reported; its other threads catch up at their next interval's aggregate,
+ * but their filter verdict stays that of their creation). */
+RAW_TRACEPOINT_PROBE(cgroup_attach_task)
+{
+	u64 key = (u64)ctx->args[2]; /* (dst_cgrp, path, task, threadgroup) */
+	struct tstate *s = tasks.lookup(&key);
+	if (s) {
+		s->cgroup = cgroup_of((struct task_struct *)key);
+		s->traced = traced_now(s);
+	}
+	return 0;
+}
+
+#ifdef TW_CGROUP_FILTER
+/* A cgroup made under a filtered one is filtered too, from its creation:
+ * before any task can be moved into it. */
+RAW_TRACEPOINT_PROBE(cgroup_mkdir)
+{
+	struct cgroup *cg = (struct cgroup *)ctx->args[0];
+	struct cgroup_subsys_state *pcss = 0;
+	struct cgroup *parent = 0;
+	struct kernfs_node *kn = 0;
+	u64 id = 0, pid = 0;
+	bpf_probe_read_kernel(&pcss, sizeof(pcss), &cg->self.parent);
+	if (!pcss)
+		return 0;
+	bpf_probe_read_kernel(&parent, sizeof(parent), &pcss->cgroup);
+	if (!parent)
+		return 0;
+	bpf_probe_read_kernel(&kn, sizeof(kn), &parent->kn);
+	bpf_probe_read_kernel(&pid, sizeof(pid), &kn->id);
+	if (!filter_cgroups.lookup(&pid))
+		return 0;
+	bpf_probe_read_kernel(&kn, sizeof(kn), &cg->kn);
+	bpf_probe_read_kernel(&id, sizeof(id), &kn->id);
+	u8 one = 1;
+	if (filter_cgroups.update(&id, &one) != 0)
+		stat_inc(TW_ST_FULL_CGROUPS);
+	return 0;
+}
+#endif
 
 /* ---- following a command's process tree --------------------------------- */
 

@@ -38,7 +38,8 @@
 #define TW_ST_FULL_STACKS 14
 #define TW_ST_FULL_RETIRED 15
 #define TW_ST_FULL_FILTER 16
-#define TW_ST_N 17
+#define TW_ST_FULL_CGROUPS 17 /* new cgroups under a filtered one that did not fit */
+#define TW_ST_N 18
 
 /* Flags of a callback event. */
 #define TW_CB_MATCHED 1 /* the add was seen */
@@ -71,6 +72,8 @@ struct tw_event {
 	u32 flags;
 	s32 stack_id; /* add, with TW_STACKS: the adder's kernel stack; <0: none */
 	u32 pad;
+	u64 cgroup;       /* add: the target's cgroup v2 id */
+	u64 adder_cgroup; /* add: the adder's cgroup v2 id */
 	char comm[TW_COMM_LEN];       /* target / running task */
 	char adder_comm[TW_COMM_LEN]; /* add */
 };
@@ -99,6 +102,7 @@ struct tw_agg {
 	u64 notify_mask; /* bit n: notify mode n seen */
 	u64 max_depth;   /* the task's queue depth right after the deepest add */
 	u64 runs;        /* task_work_run calls that started a callback of this function first */
+	u64 cgroup;      /* the task's cgroup v2 id at its latest add (else at entry creation) */
 	u32 pid;
 	u32 pad;
 	char comm[TW_COMM_LEN];
@@ -129,6 +133,7 @@ struct tw_pair {
 
 struct tw_pair_val {
 	u64 adds;
+	u64 adder_cgroup; /* the adder's cgroup v2 id at its first add in the interval */
 	char adder_comm[TW_COMM_LEN];
 };
 

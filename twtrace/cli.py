@@ -16,6 +16,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
                        "which task, queue depth, queue latency and callback run time.")
 
 
+CGROUP_OPT = typer.Option([], "--cgroup", metavar="PATH", help="Only tasks in this cgroup v2 "
+                                       "or below it (repeatable; /sys/fs/cgroup/X or /X).")
+
+
 def _version(value: bool) -> None:
     if value:
         print(f"twtrace {__version__}")
@@ -52,14 +56,14 @@ def record(ctx: typer.Context,
            probe_mode: str = typer.Option("auto", "--probe-mode",
                                           help="auto, kprobe or fentry."),
            stacks: bool = typer.Option(False, "--stacks", help="Record the adder's kernel stack: "
-                                                               "which code path queued each item.")
-           ) -> None:
+                                                               "which code path queued each item."),
+           cgroup: List[str] = CGROUP_OPT) -> None:
     """Trace task_work and write JSON Lines: twtrace record -o FILE [-- COMMAND ARGS...]"""
     from twtrace import record as rec
 
     opts = rec.RecordOptions(output=output, duration=duration, interval=interval, events=events,
                              pids=list(pid), tids=list(tid), comm=comm, command=list(ctx.args),
-                             probe_mode=probe_mode, stacks=stacks)
+                             probe_mode=probe_mode, stacks=stacks, cgroups=list(cgroup))
     raise typer.Exit(rec.run(opts))
 
 
@@ -115,7 +119,8 @@ def top(interval_arg: Optional[float] = typer.Argument(None, metavar="[INTERVAL]
         speed: str = typer.Option("1", "--speed", help="Replay pace: 1 = as recorded, 2 = twice "
                                                        "as fast, max (or 0) = no waiting."),
         probe_mode: str = typer.Option("auto", "--probe-mode",
-                                       help="auto, kprobe or fentry.")) -> None:
+                                       help="auto, kprobe or fentry."),
+        cgroup: List[str] = CGROUP_OPT) -> None:
     """Live view of task_work: busiest tasks and callbacks, refreshed every interval.
     Interactive on a terminal (? for keys); plain tables per interval otherwise."""
     from twtrace.top import main as topmain
@@ -125,7 +130,8 @@ def top(interval_arg: Optional[float] = typer.Argument(None, metavar="[INTERVAL]
     opts = topmain.TopOptions(
         interval=interval_arg if interval_arg is not None else (1.0 if interval is None else interval),
         count=count, pids=list(pid), tids=list(tid), comm=comm, func=func, json=json_out,
-        replay=replay, speed=topmain.parse_speed(speed), probe_mode=probe_mode)
+        replay=replay, speed=topmain.parse_speed(speed), probe_mode=probe_mode,
+        cgroups=list(cgroup))
     raise typer.Exit(topmain.run(opts))
 
 
@@ -149,14 +155,16 @@ def serve(listen: Optional[str] = typer.Option(None, "--listen", "-l", metavar="
                                          help="Also export per-task-name metrics for the N "
                                               "busiest names, the rest as other (0 = off)."),
           probe_mode: str = typer.Option("auto", "--probe-mode",
-                                         help="auto, kprobe or fentry.")) -> None:
+                                         help="auto, kprobe or fentry."),
+          cgroup: List[str] = CGROUP_OPT) -> None:
     """Serve task_work metrics for Prometheus (OpenMetrics at /metrics), or write
     them for node_exporter's textfile collector. Metrics: docs/prometheus.md"""
     from twtrace.serve import main as servemain
 
     opts = servemain.ServeOptions(listen=listen, textfile=textfile, interval=interval,
                                   pids=list(pid), tids=list(tid), comm=comm, func=func,
-                                  label_comm=label_comm, probe_mode=probe_mode)
+                                  label_comm=label_comm, probe_mode=probe_mode,
+                                  cgroups=list(cgroup))
     raise typer.Exit(servemain.run(opts))
 
 

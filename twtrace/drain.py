@@ -121,7 +121,7 @@ class Drainer:
 
 AGG_FIELDS = ("adds", "failed_adds", "cancels", "cancels_matched", "callbacks", "matched",
               "timed", "queue_sum", "queue_max", "run_sum", "run_max", "run_cnt",
-              "notify_mask", "max_depth", "runs")
+              "notify_mask", "max_depth", "runs", "cgroup")
 
 
 def _convert(name: str, items) -> dict:
@@ -136,6 +136,7 @@ def _convert(name: str, items) -> dict:
         return out
     if name == "pairs":
         return {(k.adder_pid, k.tid, k.gen, k.func):
-                {"adds": v.adds, "adder_comm": v.adder_comm.decode(errors="replace")}
+                {"adds": v.adds, "adder_comm": v.adder_comm.decode(errors="replace"),
+                 "adder_cgroup": v.adder_cgroup}
                 for k, v in items}
     return {(k.func, k.stack_id): _int(v) for k, v in items}

@@ -47,7 +47,7 @@ TW_ST = {"lost": 0, "unmatched": 1, "untimed": 3, "resync": 4, "noret": 6,
          "stack_collisions": 7, "stack_errors": 8}
 # Entries that did not fit, per bounded map (bpf/twtrace.h TW_ST_FULL_*).
 TW_FULL = {"inflight": 9, "tasks": 10, "aggs": 11, "hists": 12, "pairs": 13, "stacks": 14,
-           "retired": 15, "filter": 16}
+           "retired": 15, "filter": 16, "cgroups": 17}
 EV_KINDS = {1: "add", 2: "callback", 3: "cancel", 4: "run"}
 
 
@@ -68,6 +68,7 @@ class TraceConfig:
     pids: List[int] = field(default_factory=list)
     tids: List[int] = field(default_factory=list)
     follow: bool = False  # add forked children of traced processes
+    cgroups: List[int] = field(default_factory=list)  # cgroup v2 ids, descendants included
     ringbuf_pages: int = 256
     stacks: bool = False  # count adds per adder kernel stack
     bpf_stats: bool = False  # the kernel's BPF run-time accounting, for top's cost figure
@@ -117,7 +118,8 @@ def _ev_dict(ev) -> dict:
             "adder_tid": ev.adder_tid, "adder_pid": ev.adder_pid, "ret": ev.ret,
             "notify": ev.notify, "count": ev.count, "flags": ev.flags, "stack_id": ev.stack_id,
             "comm": ev.comm.decode(errors="replace"),
-            "adder_comm": ev.adder_comm.decode(errors="replace")}
+            "adder_comm": ev.adder_comm.decode(errors="replace"),
+            "cgroup": ev.cgroup, "adder_cgroup": ev.adder_cgroup}
 
 
 def adder_frames(frames: List[str]) -> List[str]:
@@ -202,6 +204,8 @@ class Loader:
             flags.append("-DTW_FILTER")
         if self.cfg.follow:
             flags.append("-DTW_FOLLOW")
+        if self.cfg.cgroups:
+            flags.append("-DTW_CGROUP_FILTER")
         if self.cfg.stacks:
             flags.append("-DTW_STACKS")
         return flags
@@ -351,6 +355,10 @@ class Loader:
                 m = self.bpf[mapname]
                 for i in ids:
                     m[m.Key(i)] = one
+        if self.cfg.cgroups:
+            m = self.bpf["filter_cgroups"]
+            for i in self.cfg.cgroups:
+                m[m.Key(i)] = one
 
     @contextlib.contextmanager
     def spawning(self):

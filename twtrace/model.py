@@ -38,10 +38,15 @@ class Snapshotter:
     """Builds snapshot/task/func lines from cumulative Totals."""
 
     def __init__(self, name: Callable[[int], Optional[str]], probed: Callable[[int], bool],
-                 stack: Optional[Callable[[int], Optional[List[str]]]] = None):
+                 stack: Optional[Callable[[int], Optional[List[str]]]] = None,
+                 cgroup: Optional[Callable[[int], str]] = None,
+                 ns_pid: Optional[Callable[[int], Optional[int]]] = None):
         self.name = name
         self.probed = probed
         self.stack = stack  # stack id -> frames, with --stacks
+        self.cgroup = cgroup or cgroup_name  # cgroup id -> path
+        self.ns_pid = ns_pid  # host pid -> in-namespace pid where different
+        self._ns: Dict[tuple, Optional[int]] = {}  # per task, read once while it lives
 
     def fname(self, addr: int) -> str:
         return self.name(addr) or hexaddr(addr)
@@ -81,8 +86,22 @@ class Snapshotter:
                 "run_ns": _latency(r, max((a["run_max"] for _, a in parts), default=0),
                                    sum(a["run_sum"] for _, a in parts)),
                 "busiest": self.fname(busiest[0]) if busiest else None,
+                **self._where(tk, t),
             })
+        self._ns = {tk: v for tk, v in self._ns.items() if tk in tot.tasks}
         return rows
+
+    def _where(self, tk: tuple, t: dict) -> dict:
+        """The task's cgroup, and its pid inside its pid namespace when that differs."""
+        out = {}
+        if t.get("cgroup"):
+            out = {"cgroup": self.cgroup(t["cgroup"]), "cgroup_id": t["cgroup"]}
+        if self.ns_pid is not None:
+            if tk not in self._ns and not t["exited"]:
+                self._ns[tk] = self.ns_pid(t["pid"])
+            if self._ns.get(tk) is not None:
+                out["ns_pid"] = self._ns[tk]
+        return out
 
     def _func_lines(self, tot: Totals) -> List[tuple]:
         by_func: Dict[int, List[tuple]] = {}
@@ -111,10 +130,21 @@ class Snapshotter:
                 "notify": [notify_name(m) for m in range(32)
                            if any(a["notify_mask"] >> m & 1 for a in parts)],
                 "adders": [{"adder_pid": k[0], "adder_comm": v["adder_comm"], "tid": k[1][0],
-                            "comm": tot.tasks.get(k[1], {}).get("comm", "?"), "adds": v["adds"]}
+                            "comm": tot.tasks.get(k[1], {}).get("comm", "?"), "adds": v["adds"],
+                            **self._adder_cgroup(v)}
                            for k, v in adders],
             }, func))
         return rows
+
+
+    def _adder_cgroup(self, pair: dict) -> dict:
+        cg = pair.get("adder_cgroup")
+        return {"adder_cgroup": self.cgroup(cg)} if cg else {}
+
+
+def cgroup_name(cg_id: int) -> str:
+    """A cgroup id not resolved to a path."""
+    return f"cgroup:{cg_id}"
 
 
 def full_total(stats: dict) -> int:
@@ -164,7 +194,8 @@ def summary_line(task_lines: List[dict], func_lines: List[dict], stats: dict, du
             "exit_status": exit_status, "complete": True}
 
 
-def event_line(ev: dict, fname: Callable[[int], str], probed: Callable[[int], bool]) -> dict:
+def event_line(ev: dict, fname: Callable[[int], str], probed: Callable[[int], bool],
+               cgroup: Callable[[int], str] = cgroup_name) -> dict:
     """One kernel event as a record line."""
     kind = ev["kind"]
     base = {"type": kind, "ts_ns": ev["ts"]}
@@ -174,6 +205,10 @@ def event_line(ev: dict, fname: Callable[[int], str], probed: Callable[[int], bo
                 "adder_tid": ev["adder_tid"], "adder_pid": ev["adder_pid"],
                 "adder_comm": ev["adder_comm"], "notify": notify_name(ev["notify"]),
                 "ok": ev["ret"] == 0}
+        if ev.get("cgroup"):
+            line["cgroup"] = cgroup(ev["cgroup"])
+        if ev.get("adder_cgroup"):
+            line["adder_cgroup"] = cgroup(ev["adder_cgroup"])
         if ev["ret"]:
             line["error"] = ev["ret"]
         if "stack" in ev:  # with --stacks

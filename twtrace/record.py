@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, TextIO
 
-from twtrace import __version__
+from twtrace import __version__, cgroups
 from twtrace.errors import UserError
 from twtrace.session import Session
 
@@ -37,6 +37,8 @@ class RecordOptions:
     command: List[str] = field(default_factory=list)
     probe_mode: str = "auto"
     stacks: bool = False
+    cgroups: List[str] = field(default_factory=list)  # --cgroup paths
+    cgroup_ids: List[int] = field(default_factory=list)  # and descendants, by validate()
 
 
 def validate(opts: RecordOptions) -> None:
@@ -66,6 +68,7 @@ def validate(opts: RecordOptions) -> None:
             raise UserError(f"cannot write {opts.output}: {parent} is not writable")
     if opts.command and (opts.pids or opts.tids):
         raise UserError("give either -p/-t or a command to run, not both")
+    opts.cgroup_ids = cgroups.filter_ids(opts.cgroups)
 
 
 class Output:
@@ -148,7 +151,7 @@ def run(opts: RecordOptions) -> int:
         loader = Loader(TraceConfig(probe_mode=opts.probe_mode, events=opts.events,
                                     pids=list(opts.pids), tids=list(opts.tids),
                                     follow=bool(opts.command or opts.pids),
-                                    stacks=opts.stacks))
+                                    stacks=opts.stacks, cgroups=opts.cgroup_ids))
         features = loader.start()
     except BaseException:
         out.abandon()
@@ -176,7 +179,7 @@ def _trace(opts, out, stop, loader, features, model) -> int:
         "clock": "monotonic", "start_ns": start_ns, "events": opts.events,
         "interval_s": opts.interval,
         "filters": {"pids": opts.pids, "tids": opts.tids, "comm": opts.comm,
-                    "command": opts.command or None},
+                    "command": opts.command or None, "cgroups": opts.cgroups},
         "features": {**features.as_dict(), "stacks": opts.stacks},
     })
 
@@ -185,7 +188,7 @@ def _trace(opts, out, stop, loader, features, model) -> int:
             return
         if opts.stacks and ev["kind"] == "add":
             ev["stack"] = loader.stack(ev["stack_id"])
-        out.write(model.event_line(ev, fname, loader.probed))
+        out.write(model.event_line(ev, fname, loader.probed, session.cgroups.path))
 
     loader.on_event(on_event)
     print(f"twtrace: tracing task_work ({features.probe_mode}; {features.probe_mode_reason}). "

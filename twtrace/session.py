@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import List, Optional
 
-from twtrace import model
+from twtrace import cgroups, model, pidns
 from twtrace.totals import Totals
 
 
@@ -18,7 +18,9 @@ class Session:
     def __init__(self, loader, comm: Optional[str] = None, keep_exited: bool = True):
         self.loader = loader
         stack = loader.stack if loader.cfg.stacks else None
-        self.snap = model.Snapshotter(loader.syms.name, loader.probed, stack)
+        self.cgroups = cgroups.Resolver()
+        self.snap = model.Snapshotter(loader.syms.name, loader.probed, stack,
+                                      cgroup=self.cgroups.path, ns_pid=pidns.ns_pid)
         self.totals = Totals(comm, keep_exited=keep_exited)
         self.stats: dict = {"lost": 0, "full": {}}
         self.settled = 0

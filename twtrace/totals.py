@@ -75,9 +75,11 @@ class Totals:
             tk = (tid, gen)
             if tk not in self.tasks:
                 continue
-            cur = self.pairs.setdefault((apid, tk, func), {"adds": 0, "adder_comm": ""})
+            cur = self.pairs.setdefault((apid, tk, func), {"adds": 0, "adder_comm": "",
+                                                           "adder_cgroup": 0})
             cur["adds"] += p["adds"]
             cur["adder_comm"] = p["adder_comm"]
+            cur["adder_cgroup"] = p.get("adder_cgroup") or cur["adder_cgroup"]
         for key, n in delta.get("stacks", {}).items():
             self.stacks[key] = self.stacks.get(key, 0) + n
         for tk, r in delta.get("retired", {}).items():
@@ -115,9 +117,11 @@ class Totals:
         if t is None:
             t = self.tasks[tk] = {"tid": tk[0], "gen": tk[1], "pid": a.get("pid", 0),
                                   "comm": a.get("comm", "?"), "depth": 0, "max_depth": 0,
-                                  "runs": 0, "exited": False}
+                                  "runs": 0, "exited": False, "cgroup": 0}
         elif a.get("comm"):
             t["comm"] = a["comm"]  # exec renames
+        # A task is shown in the cgroup it was in when last seen (0: unknown).
+        t["cgroup"] = a.get("cgroup") or t.get("cgroup", 0)
         return t
 
     def _fold_exited(self) -> None:

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
+from twtrace import cgroups
 from twtrace.errors import UserError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -38,6 +39,7 @@ class ServeOptions:
     func: Optional[str] = None
     label_comm: int = 0
     probe_mode: str = "auto"
+    cgroups: List[str] = field(default_factory=list)
 
 
 def parse_listen(text: str) -> Tuple[str, int]:
@@ -133,10 +135,12 @@ def run(opts: ServeOptions) -> int:
     from twtrace.top import sources
 
     sources.check_live_targets(opts.pids, opts.tids)
+    cgroup_ids = cgroups.filter_ids(opts.cgroups)
     old_term = signal.signal(signal.SIGTERM, _on_sigterm)
     source = None
     try:
-        source = sources.LiveSource(opts.probe_mode, opts.pids, opts.tids, opts.comm, opts.func)
+        source = sources.LiveSource(opts.probe_mode, opts.pids, opts.tids, opts.comm, opts.func,
+                                    cgroup_ids)
         server = Server(source, opts.label_comm)
         if where is None:
             return _textfile_loop(server, opts)

@@ -11,6 +11,7 @@ from typing import List, Optional
 
 from rich.console import Console
 
+from twtrace import cgroups
 from twtrace.errors import UserError
 from twtrace.top.state import Filters, TopState
 
@@ -30,6 +31,7 @@ class TopOptions:
     replay: Optional[str] = None
     speed: float = 1.0
     probe_mode: str = "auto"
+    cgroups: List[str] = field(default_factory=list)
 
 
 def parse_speed(text: str) -> float:
@@ -71,7 +73,8 @@ def _open_source(opts: TopOptions):
     if opts.replay is not None:
         return sources.ReplaySource(opts.replay, opts.speed)
     sources.check_live_targets(opts.pids, opts.tids)
-    return sources.LiveSource(opts.probe_mode, opts.pids, opts.tids, opts.comm, opts.func)
+    ids = cgroups.filter_ids(opts.cgroups)
+    return sources.LiveSource(opts.probe_mode, opts.pids, opts.tids, opts.comm, opts.func, ids)
 
 
 def _on_sigterm(signum, frame):

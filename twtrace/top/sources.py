@@ -134,7 +134,7 @@ class LiveSource:
     map read per interval, not per event (no event stream is opened)."""
 
     def __init__(self, probe_mode: str = "auto", pids=(), tids=(), comm: Optional[str] = None,
-                 func: Optional[str] = None):
+                 func: Optional[str] = None, cgroups=()):
         from twtrace.doctor import can_trace_reason
 
         reason = can_trace_reason()
@@ -146,6 +146,7 @@ class LiveSource:
         self.model = model
         self.loader = Loader(TraceConfig(probe_mode=probe_mode, events=False, pids=list(pids),
                                          tids=list(tids), follow=bool(pids),
+                                         cgroups=list(cgroups),
                                          bpf_stats=True))
         try:
             features = self.loader.start()
