@@ -157,7 +157,7 @@ def test_filter_prompt_and_applied_filter(make_state):
     st = make_state()
     for k in "fpg_":
         keys.handle(st, k)
-    assert "filter (pid or comm regex): pg_" in draw(st)[-1]
+    assert "filter (pid, comm or cgroup regex): pg_" in draw(st)[-1]
     keys.handle(st, "enter")
     lines = draw(st)
     assert "filter: pg_" in lines[2] and lines[2].startswith("Tasks: 1")

@@ -11,7 +11,8 @@ from typing import Callable, List, NamedTuple, Optional, Sequence
 
 from rich.text import Text
 
-from twtrace.top.state import FUNCS, TASKS, Row, TopState
+from twtrace.cgroups import short_name
+from twtrace.top.state import CGROUPS, FUNCS, TASKS, Row, TopState
 from twtrace.units import MISSING, format_count, format_ns, format_rate
 
 SEP = " "
@@ -24,6 +25,7 @@ class Col(NamedTuple):
     flex: bool = False       # a name: left-aligned, may narrow to min_w
     min_w: int = 0
     max_w: int = 0           # widest a flexible column grows to
+    optional: bool = False   # left out when no row has a value (older recordings)
 
 
 def rate(v: Optional[float]) -> str:
@@ -38,6 +40,16 @@ def _lat(which: int, stat: str) -> Callable[[TopState, Row], str]:
 
 def _count(name: str) -> Callable[[TopState, Row], str]:
     return lambda st, r: format_count(r.line.get(name))
+
+
+def pid_cell(line) -> str:
+    """The host pid, and the pid inside the task's container where it differs."""
+    ns = line.get("ns_pid")
+    return f"{line['pid']}({ns})" if ns is not None else str(line["pid"])
+
+
+def cgroup_cell(line) -> str:
+    return short_name(line["cgroup"]) if line.get("cgroup") else MISSING
 
 
 def top_adder(line) -> str:
@@ -55,9 +67,10 @@ LAT = [Col("Q50", _lat(0, "p50"), 12), Col("Q99", _lat(0, "p99"), 4),
 
 COLUMNS = {
     TASKS: [
-        Col("PID", lambda st, r: str(r.line["pid"]), 0),
+        Col("PID", lambda st, r: pid_cell(r.line), 0),
         Col("TID", lambda st, r: str(r.line["tid"]), 9),
         Col("COMM", lambda st, r: r.line["comm"], 0, True, 10, 15),
+        Col("CGROUP", lambda st, r: cgroup_cell(r.line), 6, True, 8, 16, optional=True),
         Col("ADD/s", lambda st, r: rate(r.adds_s), 1),
         Col("CB/s", lambda st, r: rate(r.cb_s), 2),
         Col("DEP", _count("depth"), 3),
@@ -76,6 +89,16 @@ COLUMNS = {
         Col("CNCL", _count("cancels"), 14),
         Col("TOP ADDER→TARGET", lambda st, r: top_adder(r.line), 3, True, 20, 40),
     ],
+    CGROUPS: [
+        Col("CGROUP", lambda st, r: r.line["name"], 0, True, 12, 16),
+        Col("TASKS", _count("tasks"), 6),
+        Col("ADD/s", lambda st, r: rate(r.adds_s), 1),
+        Col("CB/s", lambda st, r: rate(r.cb_s), 2),
+        Col("DEP", _count("depth"), 3),
+        *LAT,
+        Col("FAIL", _count("failed_adds"), 11),
+        Col("PATH", lambda st, r: r.line["cgroup"], 9, True, 10, 60),
+    ],
 }
 
 
@@ -92,10 +115,14 @@ def head_text(state: TopState, col: Col, view: str) -> str:
     return col.name + ("▼" if state.descending(view) else "▲")
 
 
-def fit(state: TopState, view: str, cells: List[List[str]], width: int) -> List[Fitted]:
+def shown(col: Col, cells: List[str]) -> bool:
+    return not col.optional or any(x != MISSING for x in cells)
+
+
+def fit(state: TopState, view: str, cols: List[Col], cells: List[List[str]],
+        width: int) -> List[Fitted]:
     """Choose and size columns for width: by priority while they fit, then
     widen the name columns with what is left.  cells[i] are column i's cells."""
-    cols = COLUMNS[view]
     heads = [head_text(state, c, view) for c in cols]
     natural = [max([len(h)] + [len(x) for x in cells[i]]) for i, h in enumerate(heads)]
     want = [min(max(n, c.min_w), c.max_w) if c.flex else n for c, n in zip(cols, natural)]
@@ -137,9 +164,10 @@ def table(state: TopState, rows: Sequence[Row], width: int,
     fitted to width.  With gutter, each line starts with a one-cell mark,
     ">" on the selected row, so the selection shows without colours too."""
     view = view or state.view
-    cols = COLUMNS[view]
-    cells = [[c.cell(state, r) for r in rows] for c in cols]
-    fitted = fit(state, view, cells, width - (1 if gutter else 0))
+    every = [(c, [c.cell(state, r) for r in rows]) for c in COLUMNS[view]]
+    kept = [(c, x) for c, x in every if shown(c, x)]
+    cols, cells = [c for c, _ in kept], [x for _, x in kept]
+    fitted = fit(state, view, cols, cells, width - (1 if gutter else 0))
     index = {c.name: i for i, c in enumerate(cols)}
     out = [_with_gutter(gutter, " ", line_of(fitted, [f.head for f in fitted], "bold"))]
     for n, r in enumerate(rows):

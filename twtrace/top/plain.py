@@ -12,7 +12,7 @@ from rich.text import Text
 
 from twtrace.top import columns
 from twtrace.top.render import fmt_pct
-from twtrace.top.state import FUNCS, TASKS, Row, TopState
+from twtrace.top.state import CGROUPS, FUNCS, TASKS, Row, TopState
 from twtrace.units import format_count, format_ns, format_rate
 
 
@@ -37,8 +37,10 @@ def summary_line(state: TopState) -> Text:
 def frame(state: TopState, width: int) -> List[Text]:
     """One interval's block: summary line, tasks table, callbacks table."""
     out = [summary_line(state)]
-    for view, empty in ((TASKS, "no task received task_work"),
-                        (FUNCS, "no callback seen")):
+    views = [(TASKS, "no task received task_work"), (FUNCS, "no callback seen")]
+    if any(r.line.get("cgroup") for r in state.rows[TASKS].values()):
+        views.append((CGROUPS, "no cgroup"))  # recordings from before cgroups have none
+    for view, empty in views:
         rows = [r for r in state.visible(view) if not r.gone]
         out.append(Text(""))
         lines = columns.table(state, rows, width, view=view) if rows else [Text(empty)]

@@ -12,13 +12,20 @@ from twtrace.hist import Histogram
 from twtrace.report import histogram_lines
 from twtrace.top import columns
 from twtrace.top.keys import HELP
-from twtrace.top.state import FUNCS, TASKS, Row, TopState
+from twtrace.top.state import CGROUPS, FUNCS, TASKS, VIEWS, Row, TopState
 from twtrace.units import format_count, format_ns, format_rate
 
 MIN_W, MIN_H = 60, 10
 HEAD_H, FOOT_H = 3, 1
 WARN = "bold red"
 FOOTER = "q quit  space pause  s/S sort  r rev  f filter  Tab view  Enter detail  ? help"
+
+
+TITLES = {TASKS: "Tasks", FUNCS: "Callbacks", CGROUPS: "Cgroups"}
+FILTER_HINT = {TASKS: "pid, comm or cgroup regex", FUNCS: "pid or function regex",
+               CGROUPS: "pid or cgroup regex"}
+EMPTY = {TASKS: "task received task_work", FUNCS: "callback seen",
+         CGROUPS: "cgroup with task_work"}
 
 
 def too_small(width: int, height: int) -> Optional[str]:
@@ -97,7 +104,7 @@ def header_lines(state: TopState, width: int) -> List[Text]:
 def title_line(state: TopState, width: int) -> Text:
     shown = len(state.visible())
     hidden = state.hidden_count()
-    name = "Tasks" if state.view == TASKS else "Callbacks"
+    name = TITLES[state.view]
     left = Text(f"{name}: {shown}", style="bold cyan")
     if hidden:
         left.append(f" (+{hidden} quiet)", style="dim")
@@ -107,13 +114,13 @@ def title_line(state: TopState, width: int) -> Text:
     col = state.sort_col()
     left.append(f"  sort {col.name}{'▼' if state.descending() else '▲'}")
     left.append(f"  latency: {'since start' if state.cumulative else 'last interval'}")
-    other = FUNCS if state.view == TASKS else TASKS
+    other = VIEWS[(VIEWS.index(state.view) + 1) % len(VIEWS)]
     return _spread(left, Text(f"Tab: {other}", style="dim"), width)
 
 
 def footer(state: TopState, width: int) -> Text:
     if state.editing is not None:
-        what = "pid or comm regex" if state.view == TASKS else "pid or function regex"
+        what = FILTER_HINT[state.view]
         line = Text(f"filter ({what}): ", style="bold yellow")
         line.append(state.editing)
         line.append("█", style="blink")
@@ -131,7 +138,7 @@ def table_lines(state: TopState, width: int, height: int) -> List[Text]:
     if state.cur is None:
         return [Text("waiting for the first snapshot…", style="dim")]
     if not rows:
-        what = "task received task_work" if state.view == TASKS else "callback seen"
+        what = EMPTY[state.view]
         note = " matching the filter" if state.text_filter else ""
         return [Text(f"No {what}{note} yet.", style="dim")]
     sel = state.selected_index(rows)
@@ -159,8 +166,9 @@ def who_queues(state: TopState, row: Row) -> List[str]:
     if state.view == FUNCS:
         pairs = [(a, row.line["func"]) for a in row.line.get("adders") or []]
     else:
+        tids = {row.line["tid"]} if state.view == TASKS else set(row.line.get("pids", ()))
         pairs = [(a, f["func"]) for f in (state.cur.funcs if state.cur else [])
-                 for a in f.get("adders") or [] if a["tid"] == row.line["tid"]]
+                 for a in f.get("adders") or [] if a["tid"] in tids]
     pairs.sort(key=lambda p: -p[0]["adds"])
     return [f"{a['adder_comm']}[{a['adder_pid']}] → {a['comm']}[{a['tid']}]  {func}"
             f"  ×{format_count(a['adds'])}" for a, func in pairs]
@@ -170,8 +178,13 @@ def detail_lines(state: TopState, row: Row, width: int) -> List[Text]:
     ln = row.line
     if state.view == TASKS:
         title = Text(f"{ln['comm']}", style="bold cyan")
-        title.append(f"  tid {ln['tid']} pid {ln['pid']}  depth {ln['depth']} "
-                     f"(max {ln['max_depth']})  busiest {ln.get('busiest') or '-'}")
+        ns = f" (in its namespace {ln['ns_pid']})" if ln.get("ns_pid") is not None else ""
+        title.append(f"  tid {ln['tid']} pid {ln['pid']}{ns}  depth {ln['depth']} "
+                     f"(max {ln['max_depth']})  busiest {ln.get('busiest') or '-'}"
+                     f"  cgroup {ln.get('cgroup') or '-'}")
+    elif state.view == CGROUPS:
+        title = Text(ln["cgroup"], style="bold cyan")
+        title.append(f"  {ln['tasks']} tasks  depth {ln['depth']} (max {ln['max_depth']})")
     else:
         title = Text(ln["func"], style="bold cyan")
         if not ln.get("probed", True):

@@ -13,11 +13,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Pattern, Sequence, Tuple
 
+from twtrace import bycgroup
 from twtrace.top import metrics
 from twtrace.top.sample import Line, Meta, Sample
 
-TASKS, FUNCS = "tasks", "callbacks"
-VIEWS = (TASKS, FUNCS)
+TASKS, FUNCS, CGROUPS = "tasks", "callbacks", "cgroups"
+VIEWS = (TASKS, FUNCS, CGROUPS)
 AGE_OUT = 10
 # +/- step through these; an interval given on the command line is added.
 INTERVALS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
@@ -80,6 +81,9 @@ SORTS: Dict[str, List[SortCol]] = {
             SortCol("COMM", lambda r: r.line["comm"].lower(), False)],
     FUNCS: [SortCol("ADD/s", lambda r: r.adds_s), SortCol("CB/s", lambda r: r.cb_s), *_COMMON,
             SortCol("FUNC", lambda r: r.line["func"].lower(), False)],
+    CGROUPS: [SortCol("ADD/s", lambda r: r.adds_s), SortCol("CB/s", lambda r: r.cb_s),
+              SortCol("DEP", _count("depth")), SortCol("TASKS", _count("tasks")), *_COMMON,
+              SortCol("CGROUP", lambda r: r.line["cgroup"].lower(), False)],
 }
 
 
@@ -98,14 +102,19 @@ def text_matcher(text: str, view: str) -> Callable[[Row], bool]:
     if text.isdigit():
         n = int(text)
         if view == TASKS:
-            return lambda r: n in (r.line["pid"], r.line["tid"])
+            return lambda r: n in (r.line["pid"], r.line["tid"], r.line.get("ns_pid"))
+        if view == CGROUPS:
+            return lambda r: n in r.line.get("pids", ())
         return lambda r: any(n in (a["adder_pid"], a["tid"]) for a in r.line.get("adders") or [])
     try:
         pat = re.compile(text, re.IGNORECASE)
     except re.error:
         pat = re.compile(re.escape(text), re.IGNORECASE)
-    field_name = "comm" if view == TASKS else "func"
-    return lambda r: bool(pat.search(r.line[field_name]))
+    if view == TASKS:  # a task's name, or its cgroup's path
+        return lambda r: bool(pat.search(r.line["comm"]) or pat.search(r.line.get("cgroup", "")))
+    if view == CGROUPS:
+        return lambda r: bool(pat.search(r.line["cgroup"]))
+    return lambda r: bool(pat.search(r.line["func"]))
 
 
 @dataclass
@@ -149,6 +158,24 @@ def make_row(key: Any, line: Line, prev: Optional[Line], dt_ns: int) -> Row:
                run=metrics.interval_latency(line["run_ns"], prev and prev["run_ns"]))
 
 
+def cgroup_rows(tasks: List[Row], dt_ns: int) -> Dict[str, Row]:
+    """The cgroup view's rows from the tasks view's: counters and rates are
+    sums of the tasks' (so a task that exits does not make a cgroup's count
+    go down), latencies the merged histograms of their last interval."""
+    out = {}
+    for cg, rows in bycgroup.group([r.line for r in tasks]).items():
+        mine = [r for r in tasks if bycgroup.cgroup_of(r.line) == cg]
+        line = bycgroup.summarize(cg, rows)
+        line["pids"] = sorted({p for r in mine for p in (r.line["pid"], r.line["tid"])})
+        d = {k: sum(r.deltas[k] for r in mine) for k in metrics.COUNTERS}
+        out[cg] = Row(key=cg, line=line, deltas=d,
+                      adds_s=metrics.per_second(d["adds"], dt_ns),
+                      cb_s=metrics.per_second(d["callbacks"], dt_ns),
+                      queue=bycgroup.merge_latency(r.queue for r in mine),
+                      run=bycgroup.merge_latency(r.run for r in mine))
+    return out
+
+
 def task_key(t: Line) -> Any:
     return t["tid"]
 
@@ -167,14 +194,14 @@ class TopState:
         self.prev: Sample = baseline or _zero(meta)
         self.cur: Optional[Sample] = None
         self.totals = Totals()
-        self.rows: Dict[str, Dict[Any, Row]] = {TASKS: {}, FUNCS: {}}
+        self.rows: Dict[str, Dict[Any, Row]] = {v: {} for v in VIEWS}
         self.view = TASKS
-        self.sort = {TASKS: 0, FUNCS: 0}
-        self.reverse = {TASKS: False, FUNCS: False}
-        self.selected: Dict[str, Any] = {TASKS: None, FUNCS: None}
+        self.sort = {v: 0 for v in VIEWS}
+        self.reverse = {v: False for v in VIEWS}
+        self.selected: Dict[str, Any] = {v: None for v in VIEWS}
         # Whether the user picked the selected row (keys) or it is just the
         # first one: only a picked row is kept from ageing out.
-        self.picked = {TASKS: False, FUNCS: False}
+        self.picked = {v: False for v in VIEWS}
         self.text_filter = ""
         self.editing: Optional[str] = None  # the filter being typed, if any
         self.detail = False
@@ -195,6 +222,7 @@ class TopState:
                      self.prev.tasks, task_key, dt)
         self._update(FUNCS, [f for f in sample.funcs if self.filters.func_ok(f)],
                      self.prev.funcs, func_key, dt)
+        self._update_cgroups(dt)
         self.totals = compute_totals(sample, self.prev)
         self.cur = sample
         for view in VIEWS:
@@ -234,6 +262,23 @@ class TopState:
             row.quiet += 1
             row.adds_s = row.cb_s = 0.0 if dt > 0 else None
             row.deltas = {c: 0 for c in metrics.COUNTERS}
+
+    def _update_cgroups(self, dt: int) -> None:
+        """Cgroups age out like other rows; their rows are rebuilt each time."""
+        table = self.rows[CGROUPS]
+        fresh = cgroup_rows([r for r in self.rows[TASKS].values() if not r.gone], dt)
+        for k, row in fresh.items():
+            old = table.get(k)
+            active = metrics.is_active(row.deltas, row.line)
+            row.quiet = 0 if active else (old.quiet + 1 if old else 1)
+        for k, old in table.items():
+            if k in fresh or (old.quiet >= self.age_out and k != self._kept(CGROUPS)):
+                continue
+            old.gone, old.quiet = True, old.quiet + 1
+            old.adds_s = old.cb_s = 0.0 if dt > 0 else None
+            old.deltas = {c: 0 for c in metrics.COUNTERS}
+            fresh[k] = old
+        self.rows[CGROUPS] = fresh
 
     # -- what is shown ----------------------------------------------------
     def sort_col(self, view: Optional[str] = None) -> SortCol:

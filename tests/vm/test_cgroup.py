@@ -1,0 +1,104 @@
+"""Containers: two workloads in two cgroup v2 groups, counted exactly per
+cgroup against their own truth, and the --cgroup filter with one group and
+with a parent of both (whose children are made after tracing starts)."""
+import json
+
+import pytest
+
+from twtrace.recordfile import validate_line
+
+FILES, ROUNDS = 12, 3
+# Mount cgroup2 if the guest has not, and print where it is.
+MOUNT = ("grep -q ' cgroup2 ' /proc/mounts || mount -t cgroup2 none /sys/fs/cgroup; "
+         "awk '$3 == \"cgroup2\" {print $2; exit}' /proc/mounts")
+
+
+def workload(cg_dir, truth):
+    """Moves itself into cg_dir, then becomes the workload (same pid)."""
+    return (f"sh -c 'echo $$ > {cg_dir}/cgroup.procs; exec python3 examples/close_batch.py "
+            f"--files {FILES} --rounds {ROUNDS} --out {truth}'")
+
+
+@pytest.fixture(scope="module")
+def cgroup_runs(vm_session, tmp_path_factory):
+    vm = vm_session.get()
+    tmp = tmp_path_factory.mktemp("cgroup")
+    root = vm.run(["sh", "-c", MOUNT], timeout=60)
+    root.check()
+    mnt = root.stdout.strip().splitlines()[-1]
+    vm.run(["sh", "-c", f"mkdir -p {mnt}/tw/a {mnt}/tw/b {mnt}/tw/p"], timeout=60).check()
+
+    def run(name, dirs, filters=(), make=""):
+        out, truths = tmp / f"{name}.jsonl", [tmp / f"{name}-{d.replace('/', '_')}.json"
+                                                for d in dirs]
+        both = " & ".join(workload(f"{mnt}/tw/{d}", t) for d, t in zip(dirs, truths))
+        cmd = f"{make}{both} & wait"
+        args = [x for f in filters for x in ("--cgroup", f)]
+        vm.run(["twtrace", "record", "--events", *args, "-o", str(out), "--",
+                "sh", "-c", cmd], timeout=600).check()
+        lines = [json.loads(x) for x in out.read_text().splitlines()]
+        for line in lines:
+            validate_line(line)
+        return lines, {f"/tw/{d}": json.loads(t.read_text()) for d, t in zip(dirs, truths)}
+
+    return {
+        "all": run("all", ["a", "b"]),
+        "one": run("one", ["a", "b"], [f"{mnt}/tw/a"]),
+        # /tw/p/x and /tw/p/y are made after tracing began: the kernel adds them.
+        "parent": run("parent", ["p/x", "p/y"], ["/tw/p"], make=f"mkdir {mnt}/tw/p/x "
+                      f"{mnt}/tw/p/y && "),
+    }
+
+
+def adds_in_rounds(lines, truth, cgroup):
+    """____fput adds on the workload's thread inside its rounds, in cgroup."""
+    tid = truth["tid"]
+    return sum(1 for x in lines if x["type"] == "add" and x["tid"] == tid
+               and x["func"] == "____fput" and x.get("cgroup") == cgroup
+               and any(r["t_start_ns"] <= x["ts_ns"] <= r["t_end_ns"] for r in truth["rounds"]))
+
+
+def final_tasks(lines):
+    snaps = [i for i, x in enumerate(lines) if x["type"] == "snapshot" and x["final"]]
+    return {x["tid"]: x for x in lines[snaps[-1]:] if x["type"] == "task"}
+
+
+def check_exact(lines, truths):
+    tasks = final_tasks(lines)
+    for cg, truth in truths.items():
+        assert len(truth["rounds"]) == ROUNDS
+        assert adds_in_rounds(lines, truth, cg) == FILES * ROUNDS, cg
+        adder = [x for x in lines if x["type"] == "add" and x["tid"] == truth["tid"]
+                 and x.get("cgroup") == cg]
+        assert all(x["adder_cgroup"] == cg for x in adder if x["adder_tid"] == truth["tid"])
+        task = tasks[truth["tid"]]
+        assert task["cgroup"] == cg
+        assert task["adds"] >= FILES * ROUNDS  # plus the interpreter's own closes
+
+
+def test_two_cgroups_counted_exactly(cgroup_runs):
+    lines, truths = cgroup_runs["all"]
+    check_exact(lines, truths)
+    tids = {t["tid"] for t in truths.values()}
+    assert len(tids) == 2
+
+
+def test_filter_one_cgroup_keeps_only_it(cgroup_runs):
+    lines, truths = cgroup_runs["one"]
+    check_exact(lines, {"/tw/a": truths["/tw/a"]})
+    b = truths["/tw/b"]["tid"]
+    assert not [x for x in lines if x.get("tid") == b and x["type"] in ("add", "task")]
+    assert {x["cgroup"] for x in final_tasks(lines).values()} == {"/tw/a"}
+
+
+def test_filter_parent_keeps_both_children(cgroup_runs):
+    lines, truths = cgroup_runs["parent"]
+    check_exact(lines, truths)
+    assert {x["cgroup"] for x in final_tasks(lines).values()} <= {"/tw/p/x", "/tw/p/y"}
+
+
+def test_bad_cgroup_is_one_line(vm_session):
+    r = vm_session.get().run(["twtrace", "record", "--cgroup", "/no/such", "-o", "/tmp/x.jsonl",
+                              "--", "true"], timeout=120)
+    assert r.rc == 2 and r.stderr.strip().count("\n") == 0, r.stderr
+    assert r.stderr.startswith("twtrace: --cgroup /no/such: no such cgroup")
