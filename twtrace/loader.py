@@ -84,6 +84,7 @@ class Features:
     recursion_guard: Optional[bool] = None
     add_failure_known: bool = False  # the exit sentinel's address is known
     cas: bool = False  # maxima kept with compare-and-swap
+    rt_reads: bool = True  # maps are read at real-time priority (see Loader.reading)
     cancel: List[str] = field(default_factory=list)
     cancel_bool: bool = False
     callbacks_probed: List[str] = field(default_factory=list)
@@ -93,6 +94,7 @@ class Features:
         return {"probe_mode_reason": self.probe_mode_reason, "ringbuf": self.ringbuf,
                 "preemption": self.preemption, "recursion_guard": self.recursion_guard,
                 "add_failure_known": self.add_failure_known, "cas": self.cas,
+                "rt_reads": self.rt_reads,
                 "cancel": self.cancel, "cancel_returns_bool": self.cancel_bool,
                 "callbacks_probed": sorted(self.callbacks_probed),
                 "callbacks_unprobed": dict(self.callbacks_unprobed)}
@@ -180,6 +182,7 @@ class Loader:
         self.stats: Optional[BpfStats] = None
         self._stacks: Dict[int, List[str]] = {}
         self._drainer: Optional[drainer.Drainer] = None
+        self._rt_failed = False
 
     # -- setup -------------------------------------------------------------
     def _cflags(self, fentry: bool, cb_fentry: List[str], cas: bool) -> list:
@@ -466,6 +469,35 @@ class Loader:
             self.bpf.perf_buffer_poll(timeout_ms)
 
     # -- maps --------------------------------------------------------------
+    @contextlib.contextmanager
+    def reading(self):
+        """Holds this thread at real-time priority while it reads the maps.
+
+        A map syscall raises the per-CPU counter that makes the kernel skip
+        every kprobe BPF program on that CPU until the syscall returns; if
+        the reader is preempted inside one, the thread that runs instead has
+        its adds and callbacks skipped whole.  SCHED_FIFO keeps ordinary
+        threads from preempting it there; only interrupts remain, and those
+        skips are counted (skipped_runs) and show as unmatched callbacks."""
+        if self._rt_failed:
+            yield
+            return
+        try:
+            before = os.sched_getscheduler(0), os.sched_getparam(0)
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+        except OSError:
+            self._rt_failed = True
+            self.features.rt_reads = False
+            yield
+            return
+        try:
+            yield
+        finally:
+            try:
+                os.sched_setscheduler(0, before[0], before[1])
+            except OSError:
+                pass
+
     def drain(self) -> dict:
         """What the kernel counted since the last drain, as plain values
         (the maps are emptied), plus the cumulative counters."""
@@ -507,7 +539,8 @@ class Loader:
 
     def read_lost(self) -> int:
         stats = self.bpf["stats"]
-        return stats[stats.Key(TW_ST["lost"])].value + self.lost_perf
+        with self.reading():
+            return stats[stats.Key(TW_ST["lost"])].value + self.lost_perf
 
     def inflight(self) -> Dict[int, dict]:
         return {k.value: {"ts": v.ts, "func": v.func, "task": v.task, "tid": v.tid,
