@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from twtrace import bycgroup
 from twtrace.hist import Histogram, log2_rows
 from twtrace.recordfile import Record, Snapshot
 from twtrace.units import format_count, format_ns
@@ -41,6 +42,9 @@ def render_report(record: Record, console: Console, top: Optional[int] = 10,
     funcs = sorted(snap.funcs, key=lambda f: (-f["adds"], -f["callbacks"], f["func"]))
     console.print()
     _render_tasks(tasks, top, wide, console)
+    if any(t.get("cgroup") for t in tasks):  # recordings from before cgroups have none
+        console.print()
+        _render_cgroups(bycgroup.aggregate(tasks), top, wide, console)
     console.print()
     _render_funcs(funcs, top, wide, console)
     for func in [f for f in funcs if f["queue_ns"]["count"] or f["run_ns"]["count"]][:histograms]:
@@ -225,7 +229,9 @@ def _render_tasks(tasks: Sequence[Row], top: Optional[int], wide: bool,
         console.print(Text("No task received task_work."))
         return
     shown = list(tasks[:top])  # [:None] is everything
-    pid = _Col("PID", lambda t: Text(str(t["pid"])))
+    # The pid inside the task's container beside the host pid, where they differ.
+    pid = _Col("PID", lambda t: Text(f"{t['pid']}({t['ns_pid']})" if t.get("ns_pid") is not None
+                                     else str(t["pid"])))
     tid = _Col("TID", lambda t: Text(str(t["tid"])))
     comm = _name_col("COMM", lambda t: _label(t["comm"]))
     counts = [_count_col(head, key) for head, key in (
@@ -234,6 +240,19 @@ def _render_tasks(tasks: Sequence[Row], top: Optional[int], wide: bool,
     busiest = _name_col("BUSIEST", lambda t: _label(t["busiest"] or "-"), 8)
     _print_split(console, wide, _title("Tasks", len(shown), len(tasks), "adds"), LAT_CAPTION,
                  [pid, tid, comm], counts, [busiest], [tid, comm], shown, "Task")
+
+
+def _render_cgroups(groups: Sequence[Row], top: Optional[int], wide: bool,
+                    console: Console) -> None:
+    """One row per cgroup: its tasks' totals, each task in its last cgroup."""
+    shown = list(groups[:top])
+    name = _name_col("CGROUP", lambda g: _label(g["name"]), 12)
+    counts = [_count_col(head, key) for head, key in (
+        ("TASKS", "tasks"), ("ADD", "adds"), ("FAIL", "failed_adds"), ("CNCL", "cancels"),
+        ("CB", "callbacks"), ("DEP", "depth"), ("MAXD", "max_depth"))]
+    path = _name_col("PATH", lambda g: _label(g["cgroup"]), 12)
+    _print_split(console, wide, _title("Cgroups", len(shown), len(groups), "adds"), LAT_CAPTION,
+                 [name], counts, [path], [name], shown, "Cgroup")
 
 
 def _top_adder(f: Row) -> Text:
