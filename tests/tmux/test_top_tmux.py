@@ -80,7 +80,8 @@ class Pane:
 def recordings(tmp_path_factory):
     d = tmp_path_factory.mktemp("tmux")
     return {"short": str(sr.write_jsonl(d / "short.jsonl", sr.top_lines(6))),
-            "long": str(sr.write_jsonl(d / "long.jsonl", sr.top_lines(60)))}
+            "long": str(sr.write_jsonl(d / "long.jsonl", sr.top_lines(60))),
+            "cgroups": str(sr.write_jsonl(d / "cg.jsonl", sr.top_lines(6, cgroups=True)))}
 
 
 @pytest.fixture
@@ -155,14 +156,35 @@ def test_sort_reverse_tab_and_selection_keys(pane, recordings):
     lines = pane.wait_text("Callbacks: 4")
     assert head(lines).split()[0] == "FUNC" and "____fput" in selected(lines)[0]
     pane.keys("Tab")
+    pane.wait_text("Cgroups: ")
+    pane.keys("Tab")
     pane.wait_text("Tasks: 6")
+
+
+def test_cgroup_column_and_view_at_80x24(pane, recordings):
+    start(pane, recordings["cgroups"], "--speed", "max")
+    lines = pane.wait_text("REPLAY max +6.00s END")
+    assert "CGROUP" in head(lines) and len(lines) == 24
+    pg = [line for line in lines if "postgres " in line][0]
+    assert "postgresql" in pg, pg
+    pane.keys("Tab", "Tab")
+    lines = pane.wait_text("Cgroups: 4")
+    assert all(len(line) <= 80 for line in lines)
+    cg_head = [line for line in lines if line.split()[:1] == ["CGROUP"]][0]
+    for col in ("ADD/s▼", "CB/s", "DEP", "Q99", "R99"):
+        assert col in cg_head, cg_head
+    rows = [line.split()[0].lstrip(">") for line in lines[4:] if line.strip()][:4]
+    assert rows[0] == "postgresql.service" and "9c0ffee19c0f" in rows, lines
+    pane.keys("f", *"docker", "Enter")
+    lines = pane.wait_text("filter: docker")
+    assert "Cgroups: 1" in lines[2]
 
 
 def test_filter_narrows_rows_and_escape_cancels(pane, recordings):
     start(pane, recordings["short"], "--speed", "max")
     pane.keys("f")
     pane.type("pg_")
-    lines = pane.wait_text("filter (pid or comm regex): pg_")
+    lines = pane.wait_text("filter (pid, comm or cgroup regex): pg_")
     assert "Tasks: 6" in lines[2]  # not applied while typing
     pane.keys("Enter")
     lines = pane.wait_text("filter: pg_")

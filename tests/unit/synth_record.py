@@ -189,6 +189,10 @@ TOP_TASKS = [
     (3100, 3100, "stuck", "____fput", 3, (3100, "stuck"), 0, 0, (1,), 3),
 ]
 TOP_STEP_NS = 1_000_000_000
+SESSION = "/user.slice/user-1000.slice/session-3.scope"
+TOP_CGROUPS = {4242: "/system.slice/postgresql.service", 4243: "/system.slice/postgresql.service",
+               901: "/system.slice/docker-" + "9c0ffee1" * 8 + ".scope", 1200: SESSION,
+               77: SESSION, 3100: "/"}
 
 
 def _samples(base: int, n: int, seed: int) -> List[int]:
@@ -215,7 +219,7 @@ def top_task_state(snap: int) -> Dict[int, Dict[str, Any]]:
     return out
 
 
-def top_group(snap: int, final: bool = False) -> List[Line]:
+def top_group(snap: int, final: bool = False, cgroups: bool = False) -> List[Line]:
     state = {t: s for t, s in top_task_state(snap).items() if s["adds"]}
     lines: List[Line] = [snapshot(seq=snap - 1, final=final,
                                   ts_ns=START + snap * TOP_STEP_NS)]
@@ -223,7 +227,8 @@ def top_group(snap: int, final: bool = False) -> List[Line]:
         lines.append(task(s["queue"], s["run"], tid=s["tid"], pid=s["pid"], comm=s["comm"],
                           adds=s["adds"], callbacks=s["callbacks"], runs=s["callbacks"],
                           depth=s["depth"], max_depth=max(1, s["depth"]),
-                          busiest=s["func"] if s["callbacks"] else None))
+                          busiest=s["func"] if s["callbacks"] else None,
+                          **({"cgroup": TOP_CGROUPS[s["tid"]]} if cgroups else {})))
     for fn in sorted({s["func"] for s in state.values()}):
         mine = [s for s in state.values() if s["func"] == fn]
         lines.append(func(
@@ -236,14 +241,14 @@ def top_group(snap: int, final: bool = False) -> List[Line]:
     return lines
 
 
-def top_lines(snapshots: int = 6) -> List[Line]:
+def top_lines(snapshots: int = 6, cgroups: bool = False) -> List[Line]:
     """A complete recording with `snapshots` groups one second apart."""
     lines = [header(events=False, interval_s=1.0, hostname="db1", kernel="6.1.0-18-amd64",
                     filters={"pids": [], "tids": [], "comm": None, "command": None})]
     for n in range(1, snapshots + 1):
         if n == 3:
             lines.append(lost(5, ts_ns=START + n * TOP_STEP_NS - 1))
-        lines += top_group(n, final=n == snapshots)
+        lines += top_group(n, final=n == snapshots, cgroups=cgroups)
     final = top_task_state(snapshots)
     adds = sum(s["adds"] for s in final.values())
     cbs = sum(s["callbacks"] for s in final.values())

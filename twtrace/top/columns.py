@@ -70,7 +70,7 @@ COLUMNS = {
         Col("PID", lambda st, r: pid_cell(r.line), 0),
         Col("TID", lambda st, r: str(r.line["tid"]), 9),
         Col("COMM", lambda st, r: r.line["comm"], 0, True, 10, 15),
-        Col("CGROUP", lambda st, r: cgroup_cell(r.line), 6, True, 8, 16, optional=True),
+        Col("CGROUP", lambda st, r: cgroup_cell(r.line), 5, True, 12, 18, optional=True),
         Col("ADD/s", lambda st, r: rate(r.adds_s), 1),
         Col("CB/s", lambda st, r: rate(r.cb_s), 2),
         Col("DEP", _count("depth"), 3),
@@ -90,7 +90,7 @@ COLUMNS = {
         Col("TOP ADDER→TARGET", lambda st, r: top_adder(r.line), 3, True, 20, 40),
     ],
     CGROUPS: [
-        Col("CGROUP", lambda st, r: r.line["name"], 0, True, 12, 16),
+        Col("CGROUP", lambda st, r: r.line["name"], 0, True, 18, 24),
         Col("TASKS", _count("tasks"), 6),
         Col("ADD/s", lambda st, r: rate(r.adds_s), 1),
         Col("CB/s", lambda st, r: rate(r.cb_s), 2),
