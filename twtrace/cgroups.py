@@ -120,6 +120,24 @@ def _under(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
+def in_any(path: str, prefixes: Iterable[str]) -> bool:
+    """Whether cgroup path is one of prefixes or below one (paths inside the
+    hierarchy; "/" holds everything)."""
+    for p in prefixes:
+        p = p.rstrip("/")
+        if not p or path == p or path.startswith(p + "/"):
+            return True
+    return False
+
+
+def hierarchy_path(text: str, root: Optional[str]) -> str:
+    """--cgroup PATH as a path inside the hierarchy, without touching it (for
+    recordings made elsewhere)."""
+    if root and os.path.isabs(text) and _under(text, root):
+        return relpath(os.path.realpath(root), os.path.realpath(text))
+    return "/" + text.strip("/")
+
+
 def filter_ids(paths: Iterable[str], root: Optional[str] = None) -> List[int]:
     """The ids of each cgroup asked for and all its descendants (the kernel
     adds cgroups made later itself).  Bad paths raise UserError."""

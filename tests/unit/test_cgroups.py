@@ -191,3 +191,15 @@ def test_a_task_that_exits_does_not_take_its_counts_away():
                         sr.task(range(5), range(5), tid=2, pid=2, cgroup="/a")]))
     st.push(group(2 * SEC, [sr.task(range(12), range(12), tid=2, pid=2, cgroup="/a")]))
     assert st.rows[CGROUPS]["/a"].adds_s == 7.0  # task 1 gone: no negative rate
+
+
+def test_replay_filter_by_path(tree):
+    assert cgroups.in_any("/tw/a", ["/tw"]) and cgroups.in_any("/tw", ["/tw/"])
+    assert not cgroups.in_any("/twx", ["/tw"]) and cgroups.in_any("/x", ["/"])
+    assert cgroups.hierarchy_path(str(tree / "tw" / "a"), str(tree)) == "/tw/a"
+    assert cgroups.hierarchy_path("system.slice/", str(tree)) == "/system.slice"
+    from twtrace.top.main import TopOptions, validate
+    f = validate(TopOptions(replay="x.jsonl", cgroups=["/tw"]))
+    assert f.task_ok({"pid": 1, "tid": 1, "comm": "a", "cgroup": "/tw/b"})
+    assert not f.task_ok({"pid": 1, "tid": 1, "comm": "a", "cgroup": "/other"})
+    assert validate(TopOptions(cgroups=["/tw"])).cgroups == []  # live: the kernel filters

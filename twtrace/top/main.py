@@ -63,8 +63,11 @@ def validate(opts: TopOptions) -> Filters:
         raise UserError("COUNT must be at least 1")
     if opts.probe_mode not in ("auto", "kprobe", "fentry"):
         raise UserError(f"--probe-mode must be auto, kprobe or fentry, not {opts.probe_mode!r}")
+    # Live, the kernel filters by cgroup id; a replay's task lines by path.
+    paths = [cgroups.hierarchy_path(p, cgroups.find_mount()) for p in opts.cgroups] \
+        if opts.replay is not None else []
     return Filters(pids=list(opts.pids), tids=list(opts.tids), comm=_regex("--comm", opts.comm),
-                   func=_regex("--func", opts.func))
+                   func=_regex("--func", opts.func), cgroups=paths)
 
 
 def _open_source(opts: TopOptions):

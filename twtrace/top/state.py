@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Pattern, Sequence, Tuple
 
-from twtrace import bycgroup
+from twtrace import bycgroup, cgroups
 from twtrace.top import metrics
 from twtrace.top.sample import Line, Meta, Sample
 
@@ -46,9 +46,12 @@ class Filters:
     tids: Sequence[int] = ()
     comm: Optional[Pattern[str]] = None
     func: Optional[Pattern[str]] = None
+    cgroups: Sequence[str] = ()  # paths inside the hierarchy, descendants included
 
     def task_ok(self, t: Line) -> bool:
         if (self.pids or self.tids) and t["pid"] not in self.pids and t["tid"] not in self.tids:
+            return False
+        if self.cgroups and not cgroups.in_any(t.get("cgroup", ""), self.cgroups):
             return False
         return self.comm is None or bool(self.comm.search(t["comm"]))
 
