@@ -203,3 +203,43 @@ def test_replay_filter_by_path(tree):
     assert f.task_ok({"pid": 1, "tid": 1, "comm": "a", "cgroup": "/tw/b"})
     assert not f.task_ok({"pid": 1, "tid": 1, "comm": "a", "cgroup": "/other"})
     assert validate(TopOptions(cgroups=["/tw"])).cgroups == []  # live: the kernel filters
+
+
+@pytest.mark.parametrize("width", [200, 80])
+def test_report_has_a_cgroup_table(tmp_path, width):
+    import jsonschema
+    from rich.console import Console
+
+    from twtrace.recordfile import load_schema, read_record
+    from twtrace.report import render_report
+
+    lines = sr.top_lines(6, cgroups=True)
+    for line in lines:
+        if line["type"] == "task" and line["tid"] == 901:
+            line["ns_pid"] = 1  # nginx is pid 1 in its container
+    validator = jsonschema.Draft202012Validator(load_schema())
+    for line in lines:
+        validator.validate(line)
+    console = Console(record=True, width=width, color_system=None, force_terminal=False)
+    render_report(read_record(sr.write_jsonl(tmp_path / "r.jsonl", lines)), console)
+    text = console.export_text()
+    assert "Cgroups: 4, by adds" in text
+    row = [x for x in text.splitlines() if x.lstrip().startswith("postgresql.service")][0]
+    assert row.split()[1:3] == ["2", "1,080"] or row.split()[1:3] == ["2", "1080"], row
+    assert "901(1)" in text
+    old = sr.top_lines(6)
+    console = Console(record=True, width=width, color_system=None, force_terminal=False)
+    render_report(read_record(sr.write_jsonl(tmp_path / "o.jsonl", old)), console)
+    assert "Cgroups" not in console.export_text()  # recordings from before cgroups
+
+
+@pytest.mark.parametrize("cmd", [["record", "-o", "/tmp/twtrace-cg-test.jsonl"], ["top", "1", "1"],
+                                 ["serve", "--textfile", "/tmp/twtrace-cg-test.prom"]])
+def test_cli_bad_cgroup_is_one_line_exit_2(cmd):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "twtrace", *cmd, "--cgroup", "/no/such/cg"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert len(r.stderr.splitlines()) == 1 and r.stderr.startswith("twtrace: --cgroup /no/such/cg: ")

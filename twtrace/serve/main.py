@@ -131,11 +131,11 @@ def _need_prometheus_client() -> None:
 
 def run(opts: ServeOptions) -> int:
     where = validate(opts)
+    cgroup_ids = cgroups.filter_ids(opts.cgroups)
     _need_prometheus_client()
     from twtrace.top import sources
 
     sources.check_live_targets(opts.pids, opts.tids)
-    cgroup_ids = cgroups.filter_ids(opts.cgroups)
     old_term = signal.signal(signal.SIGTERM, _on_sigterm)
     source = None
     try:
