@@ -20,34 +20,30 @@ def workload(cg_dir, truth):
 
 
 @pytest.fixture(scope="module")
-def cgroup_runs(vm_session, tmp_path_factory):
+def cg(vm_session, tmp_path_factory):
+    """(vm, tmp dir, cgroup2 mount) with /tw/a, /tw/b and /tw/p made."""
     vm = vm_session.get()
-    tmp = tmp_path_factory.mktemp("cgroup")
     root = vm.run(["sh", "-c", MOUNT], timeout=60)
     root.check()
     mnt = root.stdout.strip().splitlines()[-1]
     vm.run(["sh", "-c", f"mkdir -p {mnt}/tw/a {mnt}/tw/b {mnt}/tw/p"], timeout=60).check()
+    return vm, tmp_path_factory.mktemp("cgroup"), mnt
 
-    def run(name, dirs, filters=(), make=""):
-        out, truths = tmp / f"{name}.jsonl", [tmp / f"{name}-{d.replace('/', '_')}.json"
-                                                for d in dirs]
-        both = " & ".join(workload(f"{mnt}/tw/{d}", t) for d, t in zip(dirs, truths))
-        cmd = f"{make}{both} & wait"
-        args = [x for f in filters for x in ("--cgroup", f)]
-        vm.run(["twtrace", "record", "--events", *args, "-o", str(out), "--",
-                "sh", "-c", cmd], timeout=600).check()
-        lines = [json.loads(x) for x in out.read_text().splitlines()]
-        for line in lines:
-            validate_line(line)
-        return lines, {f"/tw/{d}": json.loads(t.read_text()) for d, t in zip(dirs, truths)}
 
-    return {
-        "all": run("all", ["a", "b"]),
-        "one": run("one", ["a", "b"], [f"{mnt}/tw/a"]),
-        # /tw/p/x and /tw/p/y are made after tracing began: the kernel adds them.
-        "parent": run("parent", ["p/x", "p/y"], ["/tw/p"], make=f"mkdir {mnt}/tw/p/x "
-                      f"{mnt}/tw/p/y && "),
-    }
+def run(cg, name, dirs, filters=(), make=""):
+    """Records workloads in cgroups dirs (under /tw) at once; the lines and
+    each cgroup's truth."""
+    vm, tmp, mnt = cg
+    out = tmp / f"{name}.jsonl"
+    truths = [tmp / f"{name}-{d.replace('/', '_')}.json" for d in dirs]
+    both = " & ".join(workload(f"{mnt}/tw/{d}", t) for d, t in zip(dirs, truths))
+    args = [x for f in filters for x in ("--cgroup", f)]
+    vm.run(["twtrace", "record", "--events", *args, "-o", str(out), "--",
+            "sh", "-c", f"{make}{both} & wait"], timeout=600).check()
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    for line in lines:
+        validate_line(line)
+    return lines, {f"/tw/{d}": json.loads(t.read_text()) for d, t in zip(dirs, truths)}
 
 
 def adds_in_rounds(lines, truth, cgroup):
@@ -76,23 +72,26 @@ def check_exact(lines, truths):
         assert task["adds"] >= FILES * ROUNDS  # plus the interpreter's own closes
 
 
-def test_two_cgroups_counted_exactly(cgroup_runs):
-    lines, truths = cgroup_runs["all"]
+def test_two_cgroups_counted_exactly(cg):
+    lines, truths = run(cg, "all", ["a", "b"])
     check_exact(lines, truths)
     tids = {t["tid"] for t in truths.values()}
     assert len(tids) == 2
 
 
-def test_filter_one_cgroup_keeps_only_it(cgroup_runs):
-    lines, truths = cgroup_runs["one"]
+def test_filter_one_cgroup_keeps_only_it(cg):
+    lines, truths = run(cg, "one", ["a", "b"], [f"{cg[2]}/tw/a"])
     check_exact(lines, {"/tw/a": truths["/tw/a"]})
     b = truths["/tw/b"]["tid"]
     assert not [x for x in lines if x.get("tid") == b and x["type"] in ("add", "task")]
     assert {x["cgroup"] for x in final_tasks(lines).values()} == {"/tw/a"}
 
 
-def test_filter_parent_keeps_both_children(cgroup_runs):
-    lines, truths = cgroup_runs["parent"]
+def test_filter_parent_keeps_both_children(cg):
+    # /tw/p/x and /tw/p/y are made after tracing began: the kernel adds them.
+    mnt = cg[2]
+    lines, truths = run(cg, "parent", ["p/x", "p/y"], ["/tw/p"],
+                        make=f"mkdir {mnt}/tw/p/x {mnt}/tw/p/y && ")
     check_exact(lines, truths)
     assert {x["cgroup"] for x in final_tasks(lines).values()} <= {"/tw/p/x", "/tw/p/y"}
 
