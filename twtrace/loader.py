@@ -181,6 +181,7 @@ class Loader:
         self._stacks: Dict[int, List[str]] = {}
         self._drainer: Optional[drainer.Drainer] = None
         self._rt_failed = False
+        self._inflight = None
 
     # -- setup -------------------------------------------------------------
     def _cflags(self, fentry: bool, cb_fentry: List[str], cas: bool) -> list:
@@ -535,9 +536,11 @@ class Loader:
             return stats[stats.Key(TW_ST["lost"])].value + self.lost_perf
 
     def inflight(self) -> Dict[int, dict]:
-        return {k.value: {"ts": v.ts, "func": v.func, "task": v.task, "tid": v.tid,
-                          "gen": v.gen, "pid": v.pid, "flags": v.flags}
-                for k, v in self.bpf["inflight"].items()}
+        if self._inflight is None:
+            self._inflight = drainer.Batch(self.bpf["inflight"])
+        return {drainer._int(k): {"ts": v.ts, "func": v.func, "task": v.task, "tid": v.tid,
+                                  "gen": v.gen, "pid": v.pid, "flags": v.flags}
+                for k, v in self._inflight.read()}
 
     def task_runs(self, tasks) -> Dict[int, dict]:
         """Run times of the given task_struct keys still alive in the kernel."""
