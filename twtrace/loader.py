@@ -14,7 +14,8 @@ from typing import Callable, Dict, List, Optional
 
 from twtrace.errors import UserError
 from twtrace.kernel import (BpfStats, Kallsyms, kernel_headers_dir, preemption_model,
-                            prog_recursion_guard, prog_run_stats, prog_skipped_runs,
+                            kprobe_skips_counted, prog_recursion_guard, prog_run_stats,
+                            prog_skipped_runs,
                             symbol_addr, vmlinux_symbols)
 from twtrace import drain as drainer
 
@@ -182,6 +183,7 @@ class Loader:
         self._drainer: Optional[drainer.Drainer] = None
         self._rt_failed = False
         self._inflight = None
+        self._kprobe_skips_counted = kprobe_skips_counted()
 
     # -- setup -------------------------------------------------------------
     def _cflags(self, fentry: bool, cb_fentry: List[str], cas: bool) -> list:
@@ -514,6 +516,8 @@ class Loader:
         st["lost"] += self.lost_perf
         st["full"] = {name: vals[i] for name, i in TW_FULL.items()}
         st["skipped"] = prog_skipped_runs(fn.fd for fn in list(b.funcs.values()))
+        if self.features.probe_mode == "kprobe" and not self._kprobe_skips_counted:
+            st["skipped"] = None  # the kernel reads 0 there: unknown, not none
         return st
 
     def stack(self, stack_id: int) -> Optional[List[str]]:
