@@ -183,6 +183,7 @@ class Loader:
         self._drainer: Optional[drainer.Drainer] = None
         self._rt_failed = False
         self._inflight = None
+        self._window_on = 0
         self._kprobe_skips_counted = kprobe_skips_counted()
 
     # -- setup -------------------------------------------------------------
@@ -310,8 +311,25 @@ class Loader:
         ctl = self.bpf["control"]
         v = ctl.Leaf()
         v.on, v.gen = 1, 0
+        self._window_on = 1
         self.start_ns = time.monotonic_ns()
         ctl[ctl.Key(0)] = v
+
+    def close_window(self) -> int:
+        """Counting stops now; returns the instant.  After the grace period
+        every program run that counted something has also sent its event,
+        so the buffer then holds exactly what the aggregates count."""
+        import time
+
+        ctl = self.bpf["control"]
+        v = ctl.Leaf()
+        v.on, v.gen = 0, self.gen
+        self._window_on = 0
+        end = time.monotonic_ns()
+        with self.reading():
+            ctl[ctl.Key(0)] = v
+        drainer.grace_period()
+        return end
 
     def bpf_stats(self) -> Optional[dict]:
         """Cumulative run time and run count of twtrace's BPF programs, or
@@ -501,7 +519,7 @@ class Loader:
         self.gen ^= 1
         ctl = b["control"]
         v = ctl.Leaf()
-        v.on, v.gen = 1, self.gen
+        v.on, v.gen = self._window_on, self.gen
         ctl[ctl.Key(0)] = v
         drainer.grace_period()  # no program still writes generation `old`
         delta = self._drainer.drain(old)
