@@ -251,7 +251,7 @@ def test_late_probed_callbacks_settle_at_batch_level(vm, tmp_path):
             lo, hi = c["queue_ns_bounds"]
             assert c["run_ns"] is None and c["queue_ns"] is None and 0 <= lo <= hi, c
     (task,) = [t for t in final(lines, "task") if t["tid"] == tid]
-    assert task["depth"] == 0 and task["adds"] == task["callbacks"] == len(adds)
+    assert task["depth"] == 0 and task["adds"] == task["callbacks"] == len(of(lines, "add", tid))
     # every item of the workload was seen queued: nothing is unmatched, and the
     # maximum depth counts only items that had not run
     assert lines[-1]["unmatched"] == 0 and task["unmatched"] == 0
