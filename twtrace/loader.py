@@ -14,7 +14,8 @@ from typing import Callable, Dict, List, Optional
 
 from twtrace.errors import UserError
 from twtrace.kernel import (BpfStats, Kallsyms, kernel_headers_dir, preemption_model,
-                            prog_recursion_guard, prog_run_stats, prog_skipped_runs,
+                            kprobe_skips_counted, prog_recursion_guard, prog_run_stats,
+                            prog_skipped_runs,
                             symbol_addr, vmlinux_symbols)
 from twtrace import drain as drainer
 
@@ -183,6 +184,9 @@ class Loader:
         self._stacks: Dict[int, List[str]] = {}
         self._drainer: Optional[drainer.Drainer] = None
         self._rt_failed = False
+        self._inflight = None
+        self._window_on = 0
+        self._kprobe_skips_counted = kprobe_skips_counted()
 
     # -- setup -------------------------------------------------------------
     def _cflags(self, fentry: bool, cb_fentry: List[str], cas: bool) -> list:
@@ -311,8 +315,25 @@ class Loader:
         ctl = self.bpf["control"]
         v = ctl.Leaf()
         v.on, v.gen = 1, 0
+        self._window_on = 1
         self.start_ns = time.monotonic_ns()
         ctl[ctl.Key(0)] = v
+
+    def close_window(self) -> int:
+        """Counting stops now; returns the instant.  After the grace period
+        every program run that counted something has also sent its event,
+        so the buffer then holds exactly what the aggregates count."""
+        import time
+
+        ctl = self.bpf["control"]
+        v = ctl.Leaf()
+        v.on, v.gen = 0, self.gen
+        self._window_on = 0
+        end = time.monotonic_ns()
+        with self.reading():
+            ctl[ctl.Key(0)] = v
+        drainer.grace_period()
+        return end
 
     def bpf_stats(self) -> Optional[dict]:
         """Cumulative run time and run count of twtrace's BPF programs, or
@@ -506,7 +527,7 @@ class Loader:
         self.gen ^= 1
         ctl = b["control"]
         v = ctl.Leaf()
-        v.on, v.gen = 1, self.gen
+        v.on, v.gen = self._window_on, self.gen
         ctl[ctl.Key(0)] = v
         drainer.grace_period()  # no program still writes generation `old`
         delta = self._drainer.drain(old)
@@ -521,6 +542,8 @@ class Loader:
         st["lost"] += self.lost_perf
         st["full"] = {name: vals[i] for name, i in TW_FULL.items()}
         st["skipped"] = prog_skipped_runs(fn.fd for fn in list(b.funcs.values()))
+        if self.features.probe_mode == "kprobe" and not self._kprobe_skips_counted:
+            st["skipped"] = None  # the kernel reads 0 there: unknown, not none
         return st
 
     def stack(self, stack_id: int) -> Optional[List[str]]:
@@ -543,9 +566,11 @@ class Loader:
             return stats[stats.Key(TW_ST["lost"])].value + self.lost_perf
 
     def inflight(self) -> Dict[int, dict]:
-        return {k.value: {"ts": v.ts, "func": v.func, "task": v.task, "tid": v.tid,
-                          "gen": v.gen, "pid": v.pid, "flags": v.flags}
-                for k, v in self.bpf["inflight"].items()}
+        if self._inflight is None:
+            self._inflight = drainer.Batch(self.bpf["inflight"])
+        return {drainer._int(k): {"ts": v.ts, "func": v.func, "task": v.task, "tid": v.tid,
+                                  "gen": v.gen, "pid": v.pid, "flags": v.flags}
+                for k, v in self._inflight.read()}
 
     def task_runs(self, tasks) -> Dict[int, dict]:
         """Run times of the given task_struct keys still alive in the kernel."""
