@@ -93,8 +93,11 @@ def run(opts: RecordOptions) -> int:
     from twtrace import model
     from twtrace.loader import Loader, TraceConfig
 
+    from twtrace.leftovers import remove_stale_probes
+
     out = loader = None
     try:
+        remove_stale_probes()  # what killed runs left in kprobe_events
         out = Output(opts.output)
         stop.on_abort = out.abandon
         loader = Loader(TraceConfig(probe_mode=opts.probe_mode, events=opts.events,

@@ -58,6 +58,9 @@ def _open_source(opts: TopOptions):
     if opts.replay is not None:
         return sources.ReplaySource(opts.replay, opts.speed)
     sources.check_live_targets(opts.pids, opts.tids)
+    from twtrace.leftovers import remove_stale_probes
+
+    remove_stale_probes()  # what killed runs left in kprobe_events
     return sources.LiveSource(opts.probe_mode, opts.pids, opts.tids, opts.comm, opts.func)
 
 
