@@ -12,6 +12,7 @@ from rich.console import Console
 
 from twtrace import validate as check
 from twtrace.errors import UserError
+from twtrace.signals import Stop
 from twtrace.top.state import Filters, TopState
 
 
@@ -81,7 +82,13 @@ def run(opts: TopOptions) -> int:
     old_term = signal.signal(signal.SIGTERM, _on_sigterm)
     source = None
     try:
-        source = _open_source(opts)
+        # Start-up (bcc's compile) is one long C call: this makes a signal
+        # during it end top at once, not after it (twtrace/signals.py).
+        guard = Stop()
+        try:
+            source = _open_source(opts)
+        finally:
+            guard.restore()
         state = TopState(source.meta, opts.interval, filters, baseline=source.baseline())
         if interactive:
             return app.run(state, source)
