@@ -70,3 +70,20 @@ def test_sigkill_top_leaves_nothing(vm, tmp_path):
     kill_mid_trace(vm, tmp_path, f"twtrace top 1 > {out}", f"[ -s {out} ]")
     assert out.read_text().strip(), "top never showed an interval"
     assert_as_before(before, settled(vm, before))
+
+
+def test_leftovers_of_a_killed_run_are_found_and_removed(vm, tmp_path):
+    """What a SIGKILLed run leaves in kprobe_events (bcc's text interface;
+    nothing once every probe is fd-owned) doctor reports, and start-up's
+    tidying (leftovers.remove_stale_probes) removes, back to before."""
+    before = state(vm)
+    kill_mid_trace(vm, tmp_path, f"twtrace record -o {tmp_path}/r.jsonl",
+                   f"grep -q 'tracing task_work' {tmp_path}/err")
+    left = [x for x in state(vm)["kprobe_events"] if x not in before["kprobe_events"]]
+    doc = json.loads(vm.run(["twtrace", "doctor", "--json"], timeout=300).stdout)
+    (check,) = [c for c in doc["checks"] if c["name"] == "leftover probes"]
+    assert (check["status"] == "warn") == bool(left), (check, left)
+    tidy = vm.run(["python3", "-c", "from twtrace.leftovers import remove_stale_probes as r; "
+                   "print(r())"], timeout=60).check()
+    assert int(tidy.stdout) == len(left)
+    assert state(vm)["kprobe_events"] == before["kprobe_events"]
