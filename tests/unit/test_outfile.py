@@ -138,3 +138,19 @@ def test_own_final_symlink_is_followed(tmp_path):
     link.symlink_to(real)
     write_all(link, 1)
     assert link.is_symlink() and real.read_text() == '{"n":0}\n'
+
+
+def test_atomic_writer_follows_the_same_rules(tmp_path):
+    from twtrace.atomicfile import write_atomic
+
+    write_atomic("/dev/null", lambda f: f.write(b"x"))
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    precious = tmp_path / "precious"
+    precious.write_text("keep me\n")
+    link = tmp_path / "metrics.prom"
+    link.symlink_to(precious)
+    if os.geteuid() == 0:
+        os.lchown(link, OTHER_UID, OTHER_UID)
+        with pytest.raises(UserError, match="symbolic link owned by uid"):
+            write_atomic(str(link), lambda f: f.write(b"x"))
+        assert precious.read_text() == "keep me\n"
