@@ -103,5 +103,7 @@ def test_ctrl_c_in_the_first_second_is_quiet(delay):
     assert "Traceback" not in err, err
     # 2: it got to its error first; -2: and was already past main, finalizing
     # (the interpreter gives SIGINT back to the kernel's default by then).
+    # -2 without output: the signal landed while the interpreter was tearing
+    # down (quiet, as asked; seen only under heavy load).
     finished = "no such file" in err
-    assert p.returncode == 130 or (finished and p.returncode in (2, -2)), (p.returncode, err)
+    assert p.returncode in (130, -2) or (finished and p.returncode == 2), (p.returncode, err)
