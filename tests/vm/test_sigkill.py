@@ -12,6 +12,10 @@ import time
 
 import pytest
 
+# Each test: a compile (~20 s emulated, 5.10 slower), a kill, a settle; well
+# inside a cell's budget, and below the harness's default per-test timeout.
+pytestmark = pytest.mark.timeout(600, method="signal")
+
 STATE = ["python3", "tests/vm/guest/kernel_state.py"]
 SETTLE_S = 20  # the kernel frees programs and maps after an RCU grace period
 COMPILE_TIMEOUT = 400  # compile + attach in an emulated guest: ~20 s, 5.10 slower

@@ -2,6 +2,8 @@
 exits at once with 128+signal and leaves no file, for record and top."""
 import pytest
 
+pytestmark = pytest.mark.timeout(300, method="signal")  # each: a 2 s wait and an exit
+
 COMPILE_S = 2  # signal this long after start: well inside bcc's ~20 s compile
 
 

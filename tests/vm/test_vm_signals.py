@@ -7,6 +7,8 @@ import time
 
 import pytest
 
+pytestmark = pytest.mark.timeout(420, method="signal")  # each: one boot, one signal
+
 
 def qemu_children(pid):
     """QEMU processes whose parent is pid."""
