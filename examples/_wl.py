@@ -36,6 +36,7 @@ EXIT_UNSUPPORTED = 3
 # Raw system call numbers.  aarch64 uses the asm-generic table.
 SYSCALLS = {
     "x86_64": {
+        "unshare": 272,
         "gettid": 186,
         "keyctl": 250,
         "memfd_create": 319,
@@ -45,6 +46,7 @@ SYSCALLS = {
         "close_range": 436,
     },
     "aarch64": {
+        "unshare": 97,
         "gettid": 178,
         "keyctl": 219,
         "memfd_create": 279,

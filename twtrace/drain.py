@@ -44,28 +44,36 @@ class Batch:
         from bcc.libbcc import lib
 
         self.table, self.lib = table, lib
-        self.chunk = min(chunk, table.max_entries)
+        self.chunk = chunk  # (bcc 0.18 tables do not know their size)
         self.keys = (table.Key * self.chunk)()
         self.vals = (table.Leaf * self.chunk)()
         self.ok = hasattr(lib, "bpf_lookup_and_delete_batch")
 
     def drain(self) -> List[tuple]:
+        return self._run(delete=True)
+
+    def read(self) -> List[tuple]:
+        """The entries, left in place (each bucket is copied under its lock)."""
+        return self._run(delete=False)
+
+    def _run(self, delete: bool) -> List[tuple]:
         if self.ok:
             try:
-                return self._batched()
+                return self._batched(delete)
             except OSError as e:
                 if e.errno not in (errno.EINVAL, 524, errno.ENOSYS):
                     raise
                 self.ok = False
-        return self._walk()
+        return self._walk(delete)
 
-    def _batched(self) -> List[tuple]:
+    def _batched(self, delete: bool) -> List[tuple]:
         out: List[tuple] = []
         in_b, out_b = ctypes.c_uint32(0), ctypes.c_uint32(0)
         first = True
         while True:
             cnt = ctypes.c_uint32(self.chunk)
-            res = self.lib.bpf_lookup_and_delete_batch(
+            op = self.lib.bpf_lookup_and_delete_batch if delete else self.lib.bpf_lookup_batch
+            res = op(
                 self.table.map_fd, None if first else ctypes.byref(in_b), ctypes.byref(out_b),
                 ctypes.byref(self.keys), ctypes.byref(self.vals), ctypes.byref(cnt))
             err = ctypes.get_errno()
@@ -78,9 +86,9 @@ class Batch:
                 raise OSError(err, os.strerror(err))
             in_b.value, first = out_b.value, False
 
-    def _walk(self) -> List[tuple]:
+    def _walk(self, delete: bool) -> List[tuple]:
         items = [(_copy(k), _copy(v)) for k, v in self.table.items()]
-        for k, _ in items:
+        for k, _ in items if delete else ():
             try:
                 del self.table[k]
             except KeyError:

@@ -293,3 +293,16 @@ def prog_recursion_guard() -> Optional[bool]:
     finally:
         os.close(fd)
     return parse_recursion_misses(text) is not None
+
+
+def kprobe_skips_counted(release: Optional[str] = None) -> Optional[bool]:
+    """Whether the kernel counts kprobe BPF runs it skips (a program of the
+    kind already running on that CPU) in recursion_misses, as it does since
+    6.7; told from the running kernel's own bpf.h, which then declares the
+    helper that counts them.  None when the headers cannot be read."""
+    rel = release or os.uname().release
+    for d in ("source", "build"):
+        text = _read(f"/lib/modules/{rel}/{d}/include/linux/bpf.h")
+        if text:
+            return "bpf_prog_inc_misses_counters" in text
+    return None

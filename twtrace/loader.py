@@ -14,7 +14,8 @@ from typing import Callable, Dict, List, Optional
 
 from twtrace.errors import UserError
 from twtrace.kernel import (BpfStats, Kallsyms, kernel_headers_dir, preemption_model,
-                            prog_recursion_guard, prog_run_stats, prog_skipped_runs,
+                            kprobe_skips_counted, prog_recursion_guard, prog_run_stats,
+                            prog_skipped_runs,
                             symbol_addr, vmlinux_symbols)
 from twtrace import drain as drainer
 
@@ -42,6 +43,8 @@ KNOWN_CALLBACKS = (
 FENTRY_CALLBACKS = ("____fput", "__cleanup_mnt", "tctx_task_work", "task_mm_cid_work",
                     "posix_cpu_timers_work", "task_numa_work", "key_change_session_keyring",
                     "create_worker_cb", "create_worker_cont")
+
+RET_INSTANCES = 256  # threads that can be inside task_work_run or one callback at once
 
 TW_ST = {"lost": 0, "unmatched": 1, "untimed": 3, "resync": 4, "noret": 6,
          "stack_collisions": 7, "stack_errors": 8}
@@ -83,6 +86,7 @@ class Features:
     recursion_guard: Optional[bool] = None
     add_failure_known: bool = False  # the exit sentinel's address is known
     cas: bool = False  # maxima kept with compare-and-swap
+    rt_reads: bool = True  # maps are read at real-time priority (see Loader.reading)
     cancel: List[str] = field(default_factory=list)
     cancel_bool: bool = False
     callbacks_probed: List[str] = field(default_factory=list)
@@ -92,6 +96,7 @@ class Features:
         return {"probe_mode_reason": self.probe_mode_reason, "ringbuf": self.ringbuf,
                 "preemption": self.preemption, "recursion_guard": self.recursion_guard,
                 "add_failure_known": self.add_failure_known, "cas": self.cas,
+                "rt_reads": self.rt_reads,
                 "cancel": self.cancel, "cancel_returns_bool": self.cancel_bool,
                 "callbacks_probed": sorted(self.callbacks_probed),
                 "callbacks_unprobed": dict(self.callbacks_unprobed)}
@@ -178,6 +183,10 @@ class Loader:
         self.stats: Optional[BpfStats] = None
         self._stacks: Dict[int, List[str]] = {}
         self._drainer: Optional[drainer.Drainer] = None
+        self._rt_failed = False
+        self._inflight = None
+        self._window_on = 0
+        self._kprobe_skips_counted = kprobe_skips_counted()
 
     # -- setup -------------------------------------------------------------
     def _cflags(self, fentry: bool, cb_fentry: List[str], cas: bool) -> list:
@@ -304,8 +313,25 @@ class Loader:
         ctl = self.bpf["control"]
         v = ctl.Leaf()
         v.on, v.gen = 1, 0
+        self._window_on = 1
         self.start_ns = time.monotonic_ns()
         ctl[ctl.Key(0)] = v
+
+    def close_window(self) -> int:
+        """Counting stops now; returns the instant.  After the grace period
+        every program run that counted something has also sent its event,
+        so the buffer then holds exactly what the aggregates count."""
+        import time
+
+        ctl = self.bpf["control"]
+        v = ctl.Leaf()
+        v.on, v.gen = 0, self.gen
+        self._window_on = 0
+        end = time.monotonic_ns()
+        with self.reading():
+            ctl[ctl.Key(0)] = v
+        drainer.grace_period()
+        return end
 
     def bpf_stats(self) -> Optional[dict]:
         """Cumulative run time and run count of twtrace's BPF programs, or
@@ -329,12 +355,16 @@ class Loader:
     def _attach_kprobes(self):
         b = self.bpf
         # Return probes first: a call already under way when its entry probe
-        # arrives is then seen whole or not at all.  No maxactive: bcc then
-        # attaches through perf events, which the kernel removes when
-        # twtrace dies, however it dies.
+        # arrives is then seen whole or not at all.  Entry probes go through
+        # perf events (the kernel removes them when twtrace dies, however it
+        # dies).  Return probes need room for every thread inside the call at
+        # once (callbacks sleep): the kernel's default of 2 per CPU runs out,
+        # so maxactive is set, which bcc can only do through the text
+        # interface; leftovers of a killed run are removed at the next start.
         try:
             b.attach_kprobe(event="task_work_add", fn_name="add_kprobe")
-            b.attach_kretprobe(event="task_work_run", fn_name="run_kretprobe")
+            b.attach_kretprobe(event="task_work_run", fn_name="run_kretprobe",
+                               maxactive=RET_INSTANCES)
             b.attach_kprobe(event="task_work_run", fn_name="run_kprobe")
         except Exception as e:
             raise self._explain_attach(e)
@@ -378,7 +408,7 @@ class Loader:
             entry = "cancel_bool_entry" if (name == "task_work_cancel" and f.cancel_bool) \
                 else "cancel_ptr_entry"
             try:
-                self.bpf.attach_kretprobe(event=name, fn_name="cancel_return")
+                self.bpf.attach_kretprobe(event=name, fn_name="cancel_return", maxactive=64)
                 self.bpf.attach_kprobe(event=name, fn_name=entry)
                 f.cancel.append(name)
             except Exception:
@@ -401,7 +431,8 @@ class Loader:
         if addr in self._attached_cb or addr in self._failed_cb:
             return addr in self._attached_cb
         try:
-            self.bpf.attach_kretprobe(event=name, fn_name="cb_return")
+            self.bpf.attach_kretprobe(event=name, fn_name="cb_return",
+                                      maxactive=RET_INSTANCES)
             self.bpf.attach_kprobe(event=name, fn_name="cb_entry")
         except Exception as e:
             self._detach_quietly(name)
@@ -458,6 +489,35 @@ class Loader:
             self.bpf.perf_buffer_poll(timeout_ms)
 
     # -- maps --------------------------------------------------------------
+    @contextlib.contextmanager
+    def reading(self):
+        """Holds this thread at real-time priority while it reads the maps.
+
+        A map syscall raises the per-CPU counter that makes the kernel skip
+        every kprobe BPF program on that CPU until the syscall returns; if
+        the reader is preempted inside one, the thread that runs instead has
+        its adds and callbacks skipped whole.  SCHED_FIFO keeps ordinary
+        threads from preempting it there; only interrupts remain, and those
+        skips are counted (skipped_runs) and show as unmatched callbacks."""
+        if self._rt_failed:
+            yield
+            return
+        try:
+            before = os.sched_getscheduler(0), os.sched_getparam(0)
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+        except OSError:
+            self._rt_failed = True
+            self.features.rt_reads = False
+            yield
+            return
+        try:
+            yield
+        finally:
+            try:
+                os.sched_setscheduler(0, before[0], before[1])
+            except OSError:
+                pass
+
     def drain(self) -> dict:
         """What the kernel counted since the last drain, as plain values
         (the maps are emptied), plus the cumulative counters."""
@@ -466,7 +526,7 @@ class Loader:
         self.gen ^= 1
         ctl = b["control"]
         v = ctl.Leaf()
-        v.on, v.gen = 1, self.gen
+        v.on, v.gen = self._window_on, self.gen
         ctl[ctl.Key(0)] = v
         drainer.grace_period()  # no program still writes generation `old`
         delta = self._drainer.drain(old)
@@ -481,6 +541,8 @@ class Loader:
         st["lost"] += self.lost_perf
         st["full"] = {name: vals[i] for name, i in TW_FULL.items()}
         st["skipped"] = prog_skipped_runs(fn.fd for fn in list(b.funcs.values()))
+        if self.features.probe_mode == "kprobe" and not self._kprobe_skips_counted:
+            st["skipped"] = None  # the kernel reads 0 there: unknown, not none
         return st
 
     def stack(self, stack_id: int) -> Optional[List[str]]:
@@ -499,12 +561,15 @@ class Loader:
 
     def read_lost(self) -> int:
         stats = self.bpf["stats"]
-        return stats[stats.Key(TW_ST["lost"])].value + self.lost_perf
+        with self.reading():
+            return stats[stats.Key(TW_ST["lost"])].value + self.lost_perf
 
     def inflight(self) -> Dict[int, dict]:
-        return {k.value: {"ts": v.ts, "func": v.func, "task": v.task, "tid": v.tid,
-                          "gen": v.gen, "pid": v.pid, "flags": v.flags}
-                for k, v in self.bpf["inflight"].items()}
+        if self._inflight is None:
+            self._inflight = drainer.Batch(self.bpf["inflight"])
+        return {drainer._int(k): {"ts": v.ts, "func": v.func, "task": v.task, "tid": v.tid,
+                                  "gen": v.gen, "pid": v.pid, "flags": v.flags}
+                for k, v in self._inflight.read()}
 
     def task_runs(self, tasks) -> Dict[int, dict]:
         """Run times of the given task_struct keys still alive in the kernel."""

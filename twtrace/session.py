@@ -28,12 +28,13 @@ class Session:
         """Drains the kernel into the totals; returns batch-timed callback
         lines for the items this read settled."""
         t0 = time.monotonic_ns()
-        delta = self.loader.drain()
+        with self.loader.reading():
+            delta = self.loader.drain()
+            inflight = self.loader.inflight()
+            runs = self.loader.task_runs({it["task"] for it in inflight.values()})
+            gone = self.loader.forget_items(model.stale_items(inflight, runs))
         seen = self.totals.apply(delta)
         self.loader.probe_new_callbacks(f for f in seen if not self.loader.probed(f))
-        inflight = self.loader.inflight()
-        runs = self.loader.task_runs({it["task"] for it in inflight.values()})
-        gone = self.loader.forget_items(model.stale_items(inflight, runs))
         self.totals.settle(gone.values())
         self.settled += len(gone)
         self.stats = {**delta["stats"], "settled": self.settled}

@@ -302,3 +302,9 @@ def test_demo_stops_cleanly_on_signal(signo):
     d = json.loads(out.splitlines()[-1])
     check_base(d, "demo")
     assert d["stopped_by"] == signal.Signals(signo).name
+
+
+def test_stress_threads_each_close_their_own_files():
+    d, _ = run_wl("stress", "--threads", 4, "--files", 6, "--rounds", 3, "--no-helpers")
+    assert len(d["threads"]) == 4 and len({t["tid"] for t in d["threads"]}) == 4
+    assert all(t["adds"] == 18 and t["t_start_ns"] <= t["t_end_ns"] for t in d["threads"])

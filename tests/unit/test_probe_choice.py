@@ -60,3 +60,15 @@ def test_a_killed_cell_names_the_test_it_was_in():
     assert running_test(log) == "tests/vm/test_a.py::test_two"
     assert running_test(log + "PASSED\n") == "tests/vm/test_a.py::test_two"
     assert running_test("tests/vm/test_a.py::test_one PASSED\n") is None
+
+
+def test_kprobe_skips_are_known_only_where_the_kernel_counts_them(monkeypatch):
+    from twtrace import kernel
+
+    files = {"/lib/modules/7.2/source/include/linux/bpf.h":
+             "static __always_inline void\nbpf_prog_inc_misses_counters(const struct x *a)\n",
+             "/lib/modules/6.1/source/include/linux/bpf.h": "void bpf_prog_inc_misses_counter(x);\n"}
+    monkeypatch.setattr(kernel, "_read", files.get)
+    assert kernel.kprobe_skips_counted("7.2") is True
+    assert kernel.kprobe_skips_counted("6.1") is False  # 0 there would mean "not counted"
+    assert kernel.kprobe_skips_counted("5.0") is None

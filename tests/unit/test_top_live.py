@@ -45,6 +45,10 @@ class FakeLoader:
     def task_runs(self, tasks):
         return {}
 
+    def reading(self):
+        import contextlib
+        return contextlib.nullcontext()
+
     def forget_items(self, items):
         return {}
 

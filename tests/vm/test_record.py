@@ -60,8 +60,12 @@ def fentry_or_detected(runs):
     reason = header["features"]["probe_mode_reason"]
     assert header["probe_mode"] == "kprobe" and reason.startswith("kprobes used:"), reason
     assert "fentry" in reason, reason
-    refused = runs["fentry_refused"]
-    assert refused.rc != 0 and "fentry" in refused.stderr and "Traceback" not in refused.stderr
+    forced = runs["fentry_refused"]
+    assert "Traceback" not in forced.stderr
+    if "unavailable" in reason:  # bcc or the kernel cannot: asking for it is refused in words
+        assert forced.rc != 0 and "fentry" in forced.stderr
+    else:  # available but unsafe here (no recursion guard, preemptible): forcing it works
+        assert forced.rc == 0, forced.stderr
     return runs["auto"], "kprobe"
 
 
@@ -245,18 +249,18 @@ def test_late_probed_callbacks_settle_at_batch_level(vm, tmp_path):
     assert {c["work"] for c in cbs} == {a["work"] for a in adds}
     timing = {c["timing"] for c in cbs}
     assert timing == {"batch", "exact"}  # first untimed, later probed
-    # queue_ns is known when the task entered task_work_run after the add
-    assert all(c["run_ns"] is None and (c["queue_ns"] or 0) >= 0
-               for c in cbs if c["timing"] == "batch")
+    # no made-up point latency: the interval that was observed
+    for c in cbs:
+        if c["timing"] == "batch":
+            lo, hi = c["queue_ns_bounds"]
+            assert c["run_ns"] is None and c["queue_ns"] is None and 0 <= lo <= hi, c
     (task,) = [t for t in final(lines, "task") if t["tid"] == tid]
-    assert task["depth"] == 0
-    # Exact, unless an interrupt's add (the tick queues task_mm_cid_work) hit
-    # twtrace's own add program at a moment it could not be rebuilt: then the
-    # kernel's count of skipped program runs accounts for every difference.
-    s = lines[-1]
-    assert s["unmatched"] == 0
-    unrebuilt = (s["skipped_runs"] or 0) - s["recovered"]
-    assert unrebuilt >= 0 and 0 <= task["callbacks"] - task["adds"] <= unrebuilt
+    assert task["depth"] == 0 and task["adds"] == task["callbacks"] == len(of(lines, "add", tid))
+    # every item of the workload was seen queued: nothing is unmatched, and the
+    # maximum depth counts only items that had not run
+    assert lines[-1]["unmatched"] == 0 and task["unmatched"] == 0
+    other = len([a for a in of(lines, "add", tid) if a["func"] != "____fput"])
+    assert 8 <= task["max_depth"] <= 8 + other
 
 
 def test_stacks_name_the_code_path_that_queued(vm, tmp_path):
