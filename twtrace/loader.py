@@ -251,6 +251,9 @@ class Loader:
         return UserError(f"cannot {doing}: {msg}")
 
     def start(self) -> Features:
+        from twtrace.leftovers import remove_stale_probes
+
+        remove_stale_probes()  # return probes a killed run left in kprobe_events
         for fn in ("task_work_add", "task_work_run"):
             if fn not in self.syms:
                 raise UserError(f"this kernel has no {fn} in /proc/kallsyms: nothing to trace")
