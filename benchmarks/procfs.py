@@ -76,10 +76,11 @@ def bpf_fdinfos(pid):
 
 def prog_stats(pid):
     """{prog_id: (run_time_ns, run_cnt)} of the process's BPF programs.
-    A program held by two fds is counted once."""
+    A program held by two fds is counted once. Link fds (fentry attachments)
+    also name a prog_id but carry no run counts: only program fds count."""
     progs = {}
     for info in bpf_fdinfos(pid):
-        if "prog_id" in info:
+        if "prog_id" in info and "run_cnt" in info:
             progs[info["prog_id"]] = (info.get("run_time_ns", 0), info.get("run_cnt", 0))
     return progs
 

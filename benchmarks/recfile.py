@@ -10,21 +10,23 @@ BPFTRACE_ADDS_RE = re.compile(r"^@adds\[(\d+), (.*), (\d+), (.*)\]: (\d+)\s*$")
 DECODED = re.compile(r'^\{"type": ?"(summary|task|snapshot|lost)"')
 
 
-def scan_record(lines, pid, windows=()):
+def scan_record(lines, pid, windows=(), func="____fput"):
     """One pass over a recording's lines.
 
     pid: the workload's pid; windows: [(t_begin_ns, t_end_ns)]. Returns the
     summary, the workload's task line of the last snapshot, lost lines as
     (ts_ns, count), snapshot timestamps, and per window the number of add
-    lines targeting pid inside it."""
+    lines of func targeting pid inside it (the tick also queues work on
+    whatever task it interrupts: task_mm_cid_work, up to 10 per second)."""
     out = {"summary": None, "task": None, "lost": [], "snapshots": [],
            "window_adds": [0] * len(windows)}
     # "adder_pid" does not match: the quote must come right before pid.
     needle = re.compile(r'"pid": ?%d[,}]' % pid)
+    func_re = re.compile(r'"func": ?"%s"' % re.escape(func))
     for line in lines:
         m = ADD_RE.match(line)
         if m:
-            if needle.search(line):
+            if needle.search(line) and func_re.search(line):
                 _count_in_windows(int(m.group(1)), windows, out["window_adds"])
             continue
         if not DECODED.match(line):
