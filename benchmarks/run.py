@@ -76,14 +76,6 @@ def matrix(args, storm):
     return {"windows": wins, "figures": figs, "lossless": loss}
 
 
-def print_tables(res):
-    print(table.main_table(res["figures"], res["lossless"]))
-    print()
-    print(table.prog_table(res["figures"]))
-    print()
-    print(table.lossless_table(res["lossless"]))
-
-
 def main(argv=None):
     args = parse(sys.argv[1:] if argv is None else argv)
     res = {"env": environment(args.cell),
@@ -103,11 +95,7 @@ def main(argv=None):
     res["elapsed_s"] = time.monotonic() - t0
     with open(args.out, "w") as f:
         json.dump(res, f, indent=1)
-    if args.long:
-        from benchmarks import longrun
-        print(longrun.table(res["long"]))
-    else:
-        print_tables(res)
+    table.print_results(res)
     log("wrote %s (%.0f s)" % (args.out, res["elapsed_s"]))
     return 0
 

@@ -67,3 +67,24 @@ def lossless_table(lossless):
             s["rate_target"] or "flat out", s["items_per_s"], s["add_lines"], s["items"],
             s["lost"], "yes" if s["lossless"] else "no"))
     return "\n".join(lines)
+
+
+def print_results(res):
+    """The tables of a results file (benchmarks/results/*.json)."""
+    if "long" in res:
+        from benchmarks.longrun import table as long_table
+        print(long_table(res["long"]))
+        return
+    print(main_table(res["figures"], res["lossless"]))
+    print()
+    print(prog_table(res["figures"]))
+    print()
+    print(lossless_table(res["lossless"]))
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    with open(sys.argv[1]) as f:
+        print_results(json.load(f))
