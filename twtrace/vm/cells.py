@@ -113,8 +113,13 @@ class VariantCell(Cell):
     variant: str = ""
 
     @property
-    def name(self) -> str:
+    def guest_name(self) -> str:
         return f"{self.suite}-{self.arch}+{self.variant}"
+
+    @property
+    def name(self) -> str:
+        cpus = getattr(self, "cpus", 1)
+        return self.guest_name + (f"-smp{cpus}" if cpus > 1 else "")
 
 
 def bench_cell(cell: Cell) -> VariantCell:
