@@ -2,42 +2,97 @@
  *
  * Compile-time switches, set by twtrace/loader.py:
  *   TW_FENTRY      attach task_work_add/run with fentry/fexit, else kprobes
+ *   TW_CB_FENTRY   a list of TW_CB(func) lines: callbacks probed with fentry/fexit
+ *   TW_CAS         the BPF instruction set has compare-and-swap (5.12+)
  *   TW_EVENTS      send per-item events to user space
  *   TW_RINGBUF     events through a BPF ring buffer, else a perf buffer
  *   TW_FILTER      only trace tasks whose pid (tgid) or tid is in the filter maps
  *   TW_FOLLOW      add forked children of filtered processes to the filter
  *   TW_STACKS      count adds per adder kernel stack
+ *   TW_WORK_EXITED address of the kernel's work_exited sentinel, when known
  *
- * Items are keyed by the value of their callback_head pointer and never
- * dereferenced once they may have run: many callbacks free their container.
+ * The design, in short:
+ * - Nothing is counted until user space opens the window (control.on),
+ *   after the last probe is attached.
+ * - Each add is accounted in one program, at task_work_add's entry: an add
+ *   can only fail on a target whose task_works is already the exit
+ *   sentinel, which is read there.  One program means no half-seen add when
+ *   the kernel skips a program run.
+ * - Per-thread state (queue depth, task_work_run levels, cancel calls) lives
+ *   in one entry per task_struct, created once per task and deleted when
+ *   the kernel frees the task: one lookup per program run.
+ * - Aggregates go to one of two generations of maps; user space flips the
+ *   generation, waits out an RCU grace period (no program still writes the
+ *   old one) and drains it, so the kernel holds one interval of activity.
+ * - Items are keyed by the value of their callback_head pointer and never
+ *   dereferenced once they may have run: many callbacks free their container.
  */
 #include <uapi/linux/ptrace.h>
 #include <linux/sched.h>
 #include "twtrace.h"
 
 #define NOTIFY_MASK 0xff /* 6.12 OR-s TWAF_* flag bits into notify */
+#define TW_ESRCH 3
 
-BPF_HASH(inflight, u64, struct tw_item, 65536);
-BPF_HASH(tasks, u32, struct tw_task, 16384);
-BPF_HASH(aggs, struct tw_key, struct tw_agg, 32768);
-BPF_HASH(hists, struct tw_hkey, u64, 131072);
-BPF_HASH(pairs, struct tw_pair, struct tw_pair_val, 16384);
-BPF_HASH(funcs_seen, u64, u64, 4096);
+#ifndef TW_TASKS_MAX
+#define TW_TASKS_MAX 65536
+#endif
+#ifndef TW_AGGS_MAX
+#define TW_AGGS_MAX 16384
+#endif
+#ifndef TW_HISTS_MAX
+#define TW_HISTS_MAX 65536
+#endif
+
+BPF_ARRAY(control, struct tw_ctl, 1);
 BPF_ARRAY(stats, u64, TW_ST_N);
+BPF_HASH(inflight, u64, struct tw_item, 65536);
+BPF_HASH(probed, u64, u8, 4096); /* callback functions with a probe attached */
+BPF_HASH(retired, struct tw_retired, struct tw_retired_val, 16384);
+
+/* The drained maps, two generations each. */
+BPF_HASH(aggs0, struct tw_key, struct tw_agg, TW_AGGS_MAX);
+BPF_HASH(aggs1, struct tw_key, struct tw_agg, TW_AGGS_MAX);
+BPF_HASH(hists0, struct tw_hkey, u64, TW_HISTS_MAX);
+BPF_HASH(hists1, struct tw_hkey, u64, TW_HISTS_MAX);
+BPF_HASH(pairs0, struct tw_pair, struct tw_pair_val, TW_AGGS_MAX);
+BPF_HASH(pairs1, struct tw_pair, struct tw_pair_val, TW_AGGS_MAX);
+/* bcc rewrites map calls in place, so each generation is named outright. */
+static __always_inline struct tw_agg *aggs_get(u32 gen, struct tw_key *k)
+{
+	return gen ? aggs1.lookup(k) : aggs0.lookup(k);
+}
+static __always_inline void aggs_put(u32 gen, struct tw_key *k, struct tw_agg *v)
+{
+	if (gen)
+		aggs1.insert(k, v);
+	else
+		aggs0.insert(k, v);
+}
+static __always_inline u64 *hists_get(u32 gen, struct tw_hkey *k)
+{
+	return gen ? hists1.lookup(k) : hists0.lookup(k);
+}
+static __always_inline void hists_put(u32 gen, struct tw_hkey *k, u64 *v)
+{
+	if (gen)
+		hists1.insert(k, v);
+	else
+		hists0.insert(k, v);
+}
+static __always_inline struct tw_pair_val *pairs_get(u32 gen, struct tw_pair *k)
+{
+	return gen ? pairs1.lookup(k) : pairs0.lookup(k);
+}
+static __always_inline void pairs_put(u32 gen, struct tw_pair *k, struct tw_pair_val *v)
+{
+	if (gen)
+		pairs1.insert(k, v);
+	else
+		pairs0.insert(k, v);
+}
 
 /* Per-thread state between an entry and its return. */
-struct add_call {
-	u64 work;
-	u64 func;
-	u64 ts;
-	u32 tid;
-	u32 pid;
-	u32 notify;
-	s32 stack_id;
-	u32 traced; /* 0: a call not traced, kept for its place on the stack */
-	u32 pad;
-	char comm[TW_COMM_LEN];
-};
 struct cb_call {
 	u64 ts;
 	u64 work;
@@ -58,41 +113,46 @@ struct run_level {
 	u64 ts;       /* task_work_run entry */
 	u32 count;    /* callbacks started at this level */
 	u32 cb_depth; /* probed functions active at this level; >1: direct calls */
+	s64 unprobed; /* unprobed items queued before this level began: all run by its end */
 	struct cb_call cb;
 };
-struct run_state {
-	u32 level; /* active task_work_run calls; beyond TW_MAX_NEST untracked */
-	u32 pad;
-	struct run_level lv[TW_MAX_NEST];
-};
+/* Cancel variants call each other: each call under way has its record. */
+#define TW_CANCEL_NEST 4
 struct cancel_call {
 	u64 task;
 	u64 cb;
 	u32 is_bool;
 	u32 pad;
 };
-/* task_work_add nests: an interrupt during one can queue another on the
- * same thread (the tick queues task_mm_cid_work or posix_cpu_timers_work).
- * Each thread keeps its calls under way on a small stack, popped LIFO. */
-#define TW_ADD_NEST 4 /* a power of two: indexes are masked for the verifier */
-struct add_stack {
-	u32 n; /* calls under way; beyond TW_ADD_NEST untracked */
-	u32 pad;
-	struct add_call c[TW_ADD_NEST];
+
+/* One per task_struct that twtrace has seen. */
+struct tstate {
+	u32 tid;
+	u32 pid;
+	u32 gen;     /* incarnation: (tid, gen) names this task in user space */
+	u32 traced;  /* passes the filter */
+	s64 depth;   /* probed items queued, not yet started or cancelled */
+	s64 unprobed; /* items of unprobed functions queued, not yet known to have run */
+	u64 last_run_ts;  /* entry of the latest task_work_run */
+	u64 last_run_end; /* return of the latest outermost task_work_run */
+	char comm[TW_COMM_LEN];
+	u32 level; /* active task_work_run calls; beyond TW_MAX_NEST untracked */
+	u32 ncancel;
+	struct run_level lv[TW_MAX_NEST];
+	struct cancel_call cancel[TW_CANCEL_NEST];
 };
-BPF_HASH(add_calls, u32, struct add_stack, 10240);
-BPF_PERCPU_ARRAY(add_stack_zero, struct add_stack, 1); /* never written: an empty stack */
-BPF_HASH(run_states, u32, struct run_state, 10240);
-BPF_HASH(cancel_calls, u32, struct cancel_call, 1024);
+BPF_HASH(tasks, u64, struct tstate, TW_TASKS_MAX);
+BPF_PERCPU_ARRAY(tstate_zero, struct tstate, 1); /* scratch for a new entry */
 
 #ifdef TW_FILTER
-BPF_HASH(filter_pids, u32, u8, 10240);
-BPF_HASH(filter_tids, u32, u8, 10240);
+BPF_HASH(filter_pids, u32, u8, 65536);
+BPF_HASH(filter_tids, u32, u8, 1024);
 #endif
 
 #ifdef TW_STACKS
 BPF_STACK_TRACE(stack_traces, 4096);
-BPF_HASH(stack_counts, struct tw_skey, u64, 8192);
+BPF_HASH(stacks0, struct tw_skey, u64, 8192);
+BPF_HASH(stacks1, struct tw_skey, u64, 8192);
 #endif
 
 #ifdef TW_EVENTS
@@ -103,35 +163,39 @@ BPF_PERF_OUTPUT(events);
 #endif
 #endif
 
-static __always_inline void stat_inc(u32 slot)
+static __always_inline void stat_add(u32 slot, u64 n)
 {
 	u64 *v = stats.lookup(&slot);
 	if (v)
-		__sync_fetch_and_add(v, 1);
+		__sync_fetch_and_add(v, n);
+}
+#define stat_inc(slot) stat_add(slot, 1)
+
+/* The window and the generation; NULL until user space opens the window. */
+static __always_inline struct tw_ctl *window(void)
+{
+	u32 z = 0;
+	struct tw_ctl *c = control.lookup(&z);
+	if (!c || !c->on)
+		return 0;
+	return c;
 }
 
-/* Threads are keyed by tid; the idle tasks all have tid 0, one per CPU. */
-static __always_inline u32 thread_key(void)
+static __always_inline void atomic_max(u64 *slot, u64 v)
 {
-	u32 tid = (u32)bpf_get_current_pid_tgid();
-	return tid ? tid : (0x80000000 | bpf_get_smp_processor_id());
-}
-
-static __always_inline int wanted(u32 tid, u32 pid)
-{
-#ifdef TW_FILTER
-	if (filter_pids.lookup(&pid) || filter_tids.lookup(&tid))
-		return 1;
-	return 0;
+#ifdef TW_CAS
+	/* Several CPUs may raise the same maximum at once. */
+	for (int i = 0; i < 8; i++) {
+		u64 old = *(volatile u64 *)slot;
+		if (v <= old)
+			return;
+		if (__sync_val_compare_and_swap(slot, old, v) == old)
+			return;
+	}
 #else
-	return 1;
+	if (v > *slot)
+		*slot = v;
 #endif
-}
-
-static __always_inline int wanted_current(void)
-{
-	u64 pt = bpf_get_current_pid_tgid();
-	return wanted((u32)pt, pt >> 32);
 }
 
 static __always_inline void emit(void *ctx, struct tw_event *ev)
@@ -141,10 +205,74 @@ static __always_inline void emit(void *ctx, struct tw_event *ev)
 	if (events.ringbuf_output(ev, sizeof(*ev), 0) != 0)
 		stat_inc(TW_ST_LOST);
 #else
-	if (events.perf_submit(ctx, ev, sizeof(*ev)) != 0)
-		stat_inc(TW_ST_LOST);
+	/* Losses here are counted by the perf buffer's own lost callback. */
+	events.perf_submit(ctx, ev, sizeof(*ev));
 #endif
 #endif
+}
+
+/* ---- per-task state ----------------------------------------------------- */
+
+static __always_inline int filter_passes(u32 tid, u32 pid)
+{
+#ifdef TW_FILTER
+	return filter_pids.lookup(&pid) || filter_tids.lookup(&tid);
+#else
+	return 1;
+#endif
+}
+
+/* The state of task t, created on first sight.  Creation is the only insert
+ * a task ever costs; racing creators on two CPUs agree on one entry. */
+static __always_inline struct tstate *state_of(struct task_struct *t)
+{
+	u64 key = (u64)t;
+	struct tstate *s = tasks.lookup(&key);
+	if (s)
+		return s;
+	u32 z = 0;
+	struct tstate *init = tstate_zero.lookup(&z);
+	if (!init)
+		return 0;
+	u32 tid = 0, pid = 0;
+	bpf_probe_read_kernel(&tid, sizeof(tid), &t->pid);
+	bpf_probe_read_kernel(&pid, sizeof(pid), &t->tgid);
+	init->tid = tid;
+	init->pid = pid;
+	/* twtrace's own closes queue ____fput on its threads: not traced. */
+	init->traced = pid != TW_SELF_PID && filter_passes(tid, pid);
+	/* The incarnation: from the task's start time, which differs between
+	 * two tasks that share a tid (no fetch-and-add: not every bcc's clang
+	 * targets an instruction set that returns the old value). */
+	u64 st = 0;
+	bpf_probe_read_kernel(&st, sizeof(st), &t->start_time);
+	init->gen = (u32)(st ^ (st >> 32)) | 1;
+	bpf_probe_read_kernel_str(init->comm, sizeof(init->comm), t->comm);
+	if (tasks.insert(&key, init) != 0 && !tasks.lookup(&key)) {
+		stat_inc(TW_ST_FULL_TASKS);
+		return 0;
+	}
+	return tasks.lookup(&key);
+}
+
+static __always_inline struct tstate *current_state(void)
+{
+	return state_of((struct task_struct *)bpf_get_current_task());
+}
+
+static __always_inline struct tw_agg *agg_of(u32 gen, struct tstate *s, u64 func)
+{
+	struct tw_key k = {.tid = s->tid, .gen = s->gen, .func = func};
+	struct tw_agg *a = aggs_get(gen, &k);
+	if (a)
+		return a;
+	struct tw_agg init = {.pid = s->pid};
+	__builtin_memcpy(init.comm, s->comm, TW_COMM_LEN);
+	aggs_put(gen, &k, &init);
+	a = aggs_get(gen, &k);
+	if (!a)
+		stat_inc(TW_ST_FULL_AGGS);
+	return a;
 }
 
 static __always_inline u32 lat_bucket(u64 v)
@@ -155,335 +283,205 @@ static __always_inline u32 lat_bucket(u64 v)
 	return (msb - 3) * 16 + ((v >> (msb - 4)) & 15);
 }
 
-static __always_inline void hist_add(u32 tid, u64 func, u32 kind, u64 v)
+static __always_inline void hist_add(u32 gen, struct tstate *s, u64 func, u32 kind, u64 v)
 {
-	struct tw_hkey k = {.tid = tid, .kind = kind, .func = func, .bucket = lat_bucket(v)};
-	u64 zero = 0;
-	u64 *n = hists.lookup_or_try_init(&k, &zero);
+	struct tw_hkey k = {.tid = s->tid, .gen = s->gen, .func = func, .kind = kind,
+			    .bucket = lat_bucket(v)};
+	u64 *n = hists_get(gen, &k);
+	if (!n) {
+		u64 zero = 0;
+		hists_put(gen, &k, &zero);
+		n = hists_get(gen, &k);
+	}
 	if (n)
 		__sync_fetch_and_add(n, 1);
 	else
-		stat_inc(TW_ST_EVICTED);
-}
-
-static __always_inline struct tw_agg *agg_of(u32 tid, u64 func)
-{
-	struct tw_key k = {.tid = tid, .func = func};
-	struct tw_agg zero = {};
-	struct tw_agg *a = aggs.lookup_or_try_init(&k, &zero);
-	if (!a)
-		stat_inc(TW_ST_EVICTED);
-	return a;
-}
-
-static __always_inline struct tw_task *task_of(u32 tid, u32 pid, const char *comm)
-{
-	struct tw_task *t = tasks.lookup(&tid);
-	if (t)
-		return t;
-	struct tw_task init = {.pid = pid};
-	__builtin_memcpy(init.comm, comm, TW_COMM_LEN);
-	tasks.update(&tid, &init);
-	t = tasks.lookup(&tid);
-	if (!t)
-		stat_inc(TW_ST_EVICTED);
-	return t;
-}
-
-static __always_inline void max_update(u64 *slot, u64 v)
-{
-	if (v > *slot)
-		*slot = v;
+		stat_inc(TW_ST_FULL_HISTS);
 }
 
 /* ---- task_work_add ------------------------------------------------------ */
 
-/* A callback_head being queued again is no longer queued under its previous
- * item, which was neither seen to start nor cancelled: its callback ran
- * while its function was not probed yet.  Count it here, exactly, at batch
- * precision: it ran in the target's latest task_work_run. */
-static __always_inline void settle_untimed(void *ctx, u64 work, struct tw_item *old)
+/* A callback_head queued again is no longer queued under its previous item,
+ * which was neither seen to start nor cancelled: its callback ran unseen
+ * (unprobed function, or a probe run the kernel skipped).  It ran in the
+ * target's latest task_work_run, so that run bounds its queue latency. */
+static __always_inline void settle_unseen(void *ctx, u32 gen, u64 work, struct tw_item *old,
+					  u64 now)
 {
 	struct tw_item it = *old;
+	struct tstate *s = tasks.lookup(&it.task);
 	u64 run_ts = 0;
-	struct tw_task *t = tasks.lookup(&it.tid);
-	if (t) {
-		__sync_fetch_and_add(&t->depth, -1);
-		run_ts = t->last_run_ts;
+	if (s && s->gen == it.gen) {
+		run_ts = s->last_run_ts;
+		/* An unprobed item is off the depth once its run ended. */
+		if (!(it.flags & TW_IT_UNPROBED))
+			__sync_fetch_and_add(&s->depth, -1);
+		struct tw_agg *a = agg_of(gen, s, it.func);
+		if (a) {
+			__sync_fetch_and_add(&a->callbacks, 1);
+			__sync_fetch_and_add(&a->matched, 1);
+		}
 	}
-	struct tw_agg *a = agg_of(it.tid, it.func);
-	if (a)
-		__sync_fetch_and_add(&a->callbacks, 1);
 	stat_inc(TW_ST_UNTIMED);
 #ifdef TW_EVENTS
-	int after = run_ts > it.ts;
-	struct tw_event ev = {.kind = TW_EV_CALLBACK, .ts = after ? run_ts : it.ts, .work = work,
-			      .func = it.func, .queue_ns = after ? run_ts - it.ts : 0,
-			      .tid = it.tid, .pid = it.pid,
-			      .flags = TW_CB_UNTIMED | (after ? TW_CB_MATCHED : 0)};
-	if (t)
-		__builtin_memcpy(ev.comm, t->comm, TW_COMM_LEN);
+	u64 lo = run_ts > it.ts ? run_ts - it.ts : 0;
+	struct tw_event ev = {.kind = TW_EV_CALLBACK, .ts = run_ts > it.ts ? run_ts : it.ts,
+			      .work = work, .func = it.func, .queue_ns = lo,
+			      .dur_ns = now - it.ts, .tid = it.tid, .pid = it.pid, .gen = it.gen,
+			      .flags = TW_CB_UNTIMED | TW_CB_MATCHED};
+	if (s)
+		__builtin_memcpy(ev.comm, s->comm, TW_COMM_LEN);
 	emit(ctx, &ev);
 #endif
 }
 
-static __always_inline void add_push(struct add_call *c)
+/* Whether task_work_add will fail: it does exactly when the target's list
+ * is the exit sentinel (set once, at the target's last task_work_run). */
+static __always_inline int add_will_fail(struct task_struct *task)
 {
-	u32 key = thread_key();
-	struct add_stack *s = add_calls.lookup(&key);
-	if (!s) {
-		if (!c->traced) /* nothing traced under way on this thread */
-			return;
-		u32 z = 0;
-		struct add_stack *zero = add_stack_zero.lookup(&z);
-		if (!zero)
-			return;
-		add_calls.update(&key, zero);
-		s = add_calls.lookup(&key);
-		if (!s) {
-			stat_inc(TW_ST_EVICTED);
-			return;
-		}
-	}
-	u32 n = s->n;
-	if (n < TW_ADD_NEST)
-		s->c[TW_MASKED(n, TW_ADD_NEST)] = *c;
-	s->n = n + 1;
-}
-
-/* Puts an add's item in flight and on its target's depth. */
-static __always_inline void publish(void *ctx, struct add_call *c)
-{
-	u64 pt = bpf_get_current_pid_tgid();
-	struct tw_item it = {.ts = c->ts, .func = c->func, .tid = c->tid, .pid = c->pid,
-			     .adder_tid = (u32)pt, .adder_pid = pt >> 32};
-	struct tw_item *old = inflight.lookup(&c->work);
-	if (old)
-		settle_untimed(ctx, c->work, old);
-	if (inflight.update(&c->work, &it) != 0)
-		stat_inc(TW_ST_EVICTED);
-	struct tw_task *t = task_of(c->tid, c->pid, c->comm);
-	if (t)
-		__sync_fetch_and_add(&t->depth, 1);
-}
-
-/* An add as its arguments give it; 0 when its target is not traced. */
-static __always_inline int add_fill(struct add_call *c, struct task_struct *task,
-				    struct callback_head *work, u32 notify)
-{
-	c->work = (u64)work;
-	bpf_probe_read_kernel(&c->tid, sizeof(c->tid), &task->pid);
-	bpf_probe_read_kernel(&c->pid, sizeof(c->pid), &task->tgid);
-	if (!wanted(c->tid, c->pid))
-		return 0;
-	c->ts = bpf_ktime_get_ns();
-	c->traced = 1;
-	c->notify = notify;
-	c->stack_id = -1;
-	/* Safe: the item cannot have run before it is published. */
-	bpf_probe_read_kernel(&c->func, sizeof(c->func), &work->func);
-	bpf_probe_read_kernel_str(c->comm, sizeof(c->comm), task->comm);
-	return 1;
-}
-
-/* At entry: fills in the add and publishes its item; 0 when not traced. */
-static __always_inline int add_begin(void *ctx, struct add_call *c, struct task_struct *task,
-				     struct callback_head *work, u32 notify)
-{
-	if (!add_fill(c, task, work, notify))
-		return 0;
-#ifdef TW_STACKS
-	c->stack_id = stack_traces.get_stackid(ctx, 0);
-#endif
-	/* Published now, confirmed at return: the target may run the item on
-	 * another CPU before task_work_add returns. */
-	publish(ctx, c);
-	return 1;
-}
-
-/* kprobes: the return has no arguments, so calls under way are kept on a
- * per-thread stack (an interrupt's nested add is skipped whole). */
-static __always_inline int add_entry(void *ctx, struct task_struct *task,
-				     struct callback_head *work, u32 notify)
-{
-	struct add_call c = {};
-	add_begin(ctx, &c, task, work, notify);
-	add_push(&c); /* an untraced call keeps a traced outer call's place */
+#ifdef TW_WORK_EXITED
+	u64 head = 0;
+	bpf_probe_read_kernel(&head, sizeof(head), &task->task_works);
+	return head == TW_WORK_EXITED;
+#else
 	return 0;
+#endif
 }
 
-/* The accounting of one add, done at its return. */
-static __always_inline void add_done(void *ctx, struct add_call *c, int ret)
+static __always_inline void count_pair(u32 gen, struct tstate *s, u64 func, u64 pt)
 {
-	u64 one = 1;
-	if (!funcs_seen.lookup(&c->func))
-		funcs_seen.update(&c->func, &one);
-	struct tw_agg *a = agg_of(c->tid, c->func);
-	struct tw_task *t = tasks.lookup(&c->tid);
-	if (a) {
-		__sync_fetch_and_add(&a->adds, 1);
-		if ((c->notify & NOTIFY_MASK) < 32)
-			a->notify_mask |= 1ULL << (c->notify & NOTIFY_MASK);
-		if (ret != 0)
-			__sync_fetch_and_add(&a->failed_adds, 1);
-	}
-	if (ret != 0) {
-		inflight.delete(&c->work);
-		if (t)
-			__sync_fetch_and_add(&t->depth, -1);
-	} else if (t && t->depth > t->max_depth) {
-		t->max_depth = t->depth;
-	}
-	if (t) /* the name it has now: exec changes it after the first add */
-		__builtin_memcpy(t->comm, c->comm, TW_COMM_LEN);
-
-	u64 pt = bpf_get_current_pid_tgid();
-	struct tw_pair pk = {.adder_pid = pt >> 32, .tid = c->tid, .func = c->func};
-	struct tw_pair_val *pv = pairs.lookup(&pk);
+	struct tw_pair pk = {.adder_pid = pt >> 32, .tid = s->tid, .gen = s->gen, .func = func};
+	struct tw_pair_val *pv = pairs_get(gen, &pk);
 	if (!pv) {
 		struct tw_pair_val init = {};
 		bpf_get_current_comm(init.adder_comm, sizeof(init.adder_comm));
-		pairs.update(&pk, &init);
-		pv = pairs.lookup(&pk);
+		pairs_put(gen, &pk, &init);
+		pv = pairs_get(gen, &pk);
 	}
 	if (pv)
 		__sync_fetch_and_add(&pv->adds, 1);
-#ifdef TW_STACKS
-	struct tw_skey sk = {.func = c->func, .stack_id = c->stack_id};
-	u64 zero = 0;
-	u64 *sn = stack_counts.lookup_or_try_init(&sk, &zero);
-	if (sn)
-		__sync_fetch_and_add(sn, 1);
 	else
-		stat_inc(TW_ST_EVICTED);
-#endif
+		stat_inc(TW_ST_FULL_PAIRS);
+}
 
+static __always_inline s32 take_stack(void *ctx, u32 gen, u64 func)
+{
+	s32 id = -1;
+#ifdef TW_STACKS
+	id = stack_traces.get_stackid(ctx, 0);
+	if (id == -17 /* EEXIST: another stack has this hash */)
+		stat_inc(TW_ST_STACK_COLL);
+	else if (id < 0)
+		stat_inc(TW_ST_STACK_ERR);
+	struct tw_skey sk = {.func = func, .stack_id = id};
+	u64 *n = gen ? stacks1.lookup(&sk) : stacks0.lookup(&sk);
+	if (!n) {
+		u64 zero = 0;
+		if (gen)
+			stacks1.insert(&sk, &zero);
+		else
+			stacks0.insert(&sk, &zero);
+		n = gen ? stacks1.lookup(&sk) : stacks0.lookup(&sk);
+	}
+	if (n)
+		__sync_fetch_and_add(n, 1);
+	else
+		stat_inc(TW_ST_FULL_STACKS);
+#endif
+	return id;
+}
+
+/* The whole accounting of one add, at task_work_add's entry. */
+static __always_inline int add_entry(void *ctx, struct task_struct *task,
+				     struct callback_head *work, u32 notify)
+{
+	struct tw_ctl *c = window();
+	if (!c)
+		return 0;
+	u32 gen = c->gen;
+	struct tstate *s = state_of(task);
+	if (!s || !s->traced)
+		return 0;
+	u64 now = bpf_ktime_get_ns();
+	u64 w = (u64)work, func = 0;
+	/* Safe: the item cannot have run before it is queued. */
+	bpf_probe_read_kernel(&func, sizeof(func), &work->func);
+	int fail = add_will_fail(task);
+	struct tw_agg *a = agg_of(gen, s, func);
+	if (a) {
+		__sync_fetch_and_add(&a->adds, 1);
+		if ((notify & NOTIFY_MASK) < 32)
+#ifdef TW_CAS
+			__sync_fetch_and_or(&a->notify_mask, 1ULL << (notify & NOTIFY_MASK));
+#else
+			a->notify_mask |= 1ULL << (notify & NOTIFY_MASK); /* set once, in practice */
+#endif
+		if (fail)
+			__sync_fetch_and_add(&a->failed_adds, 1);
+	}
+	u64 pt = bpf_get_current_pid_tgid();
+	count_pair(gen, s, func, pt);
+	s32 stack_id = take_stack(ctx, gen, func);
+	if (!fail) {
+		struct tw_item it = {.ts = now, .func = func, .task = (u64)task, .tid = s->tid,
+				     .gen = s->gen, .pid = s->pid};
+		if (!probed.lookup(&func))
+			it.flags = TW_IT_UNPROBED;
+		struct tw_item *old = inflight.lookup(&w);
+		if (old)
+			settle_unseen(ctx, gen, w, old, now);
+		if (inflight.update(&w, &it) != 0)
+			stat_inc(TW_ST_FULL_INFLIGHT);
+		if (it.flags & TW_IT_UNPROBED)
+			__sync_fetch_and_add(&s->unprobed, 1);
+		else
+			__sync_fetch_and_add(&s->depth, 1);
+		/* Read after the add: a concurrent add on another CPU makes this
+		 * the depth both reached, which is the maximum either way. */
+		s64 d = *(volatile s64 *)&s->depth + *(volatile s64 *)&s->unprobed;
+		if (a && d > 0)
+			atomic_max(&a->max_depth, (u64)d);
+	}
 #ifdef TW_EVENTS
-	struct tw_event ev = {.kind = TW_EV_ADD, .ts = c->ts, .work = c->work, .func = c->func,
-			      .tid = c->tid, .pid = c->pid, .adder_tid = (u32)pt,
-			      .adder_pid = pt >> 32, .ret = ret, .notify = c->notify,
-			      .stack_id = c->stack_id};
-	__builtin_memcpy(ev.comm, c->comm, TW_COMM_LEN);
+	struct tw_event ev = {.kind = TW_EV_ADD, .ts = now, .work = w, .func = func,
+			      .tid = s->tid, .pid = s->pid, .gen = s->gen, .adder_tid = (u32)pt,
+			      .adder_pid = pt >> 32, .ret = fail ? -TW_ESRCH : 0, .notify = notify,
+			      .stack_id = stack_id};
+	__builtin_memcpy(ev.comm, s->comm, TW_COMM_LEN);
 	bpf_get_current_comm(ev.adder_comm, sizeof(ev.adder_comm));
+	emit(ctx, &ev);
+#endif
+	return 0;
+}
+
+/* ---- task_work_run ------------------------------------------------------ */
+
+static __always_inline void cb_event(void *ctx, struct tstate *s, struct cb_call *cc,
+				     u64 run, u32 flags)
+{
+#ifdef TW_EVENTS
+	struct tw_event ev = {.kind = TW_EV_CALLBACK, .ts = cc->ts, .work = cc->work,
+			      .func = cc->func, .queue_ns = cc->queue_ns, .dur_ns = run,
+			      .tid = s->tid, .pid = s->pid, .gen = s->gen,
+			      .flags = flags | (cc->matched ? TW_CB_MATCHED : 0)};
+	__builtin_memcpy(ev.comm, s->comm, TW_COMM_LEN);
 	emit(ctx, &ev);
 #endif
 }
 
-/* Pops this thread's innermost add under way into *out; its index, or -1. */
-static __always_inline int add_return(void *ctx, int ret)
-{
-	u32 key = thread_key();
-	struct add_stack *s = add_calls.lookup(&key);
-	if (!s || s->n == 0)
-		return 0;
-	u32 n = s->n - 1;
-	s->n = n;
-	/* A copy: an interrupt may push onto this slot while we work. */
-	struct add_call cc = {};
-	if (n < TW_ADD_NEST)
-		cc = s->c[TW_MASKED(n, TW_ADD_NEST)];
-	if (n == 0)
-		add_calls.delete(&key);
-	if (cc.traced)
-		add_done(ctx, &cc, ret);
-	return 0;
-}
-
-#ifdef TW_FENTRY
-/* fentry/fexit programs do not nest in themselves: the kernel skips a BPF
- * trampoline program entered on a CPU where it is already running.  An add
- * from an interrupt (the tick queues task_mm_cid_work and posix CPU timer
- * work) that lands while an add program runs loses its entry or its return.
- * So with fentry, calls under way are keyed by thread and work pointer (no
- * stack order to break), an entry that lands while the fexit program runs
- * completes its add at once (its own fexit will be skipped: assumed
- * successful, as an add only fails on an exiting task), and a return whose
- * entry was skipped rebuilds the add from its arguments. */
-struct add_key {
-	u32 thread;
-	u32 pad;
-	u64 work;
-};
-BPF_HASH(add_pending, struct add_key, struct add_call, 10240);
-BPF_PERCPU_ARRAY(in_fexit, u32, 1);
-
-static __always_inline u32 *fexit_flag(void)
-{
-	u32 z = 0;
-	return in_fexit.lookup(&z);
-}
-
-static __always_inline int add_fentry(void *ctx, struct task_struct *task,
-				      struct callback_head *work, u32 notify)
-{
-	struct add_call c = {};
-	if (!add_begin(ctx, &c, task, work, notify))
-		return 0;
-	u32 *busy = fexit_flag();
-	if (busy && *busy) {
-		stat_inc(TW_ST_RECOVERED);
-		add_done(ctx, &c, 0);
-		return 0;
-	}
-	struct add_key k = {.thread = thread_key(), .work = (u64)work};
-	if (add_pending.update(&k, &c) != 0)
-		stat_inc(TW_ST_EVICTED);
-	return 0;
-}
-
-static __always_inline void add_fexit_body(void *ctx, struct task_struct *task,
-					   struct callback_head *work, u32 notify, int ret)
-{
-	struct add_key k = {.thread = thread_key(), .work = (u64)work};
-	struct add_call *p = add_pending.lookup(&k);
-	if (p) {
-		struct add_call cc = *p;
-		add_pending.delete(&k);
-		add_done(ctx, &cc, ret);
-		return;
-	}
-	/* Its entry was skipped: count it from here.  (Records of calls under
-	 * way at start-up are kept, so a missing one means exactly this.) */
-	struct add_call cc = {};
-	if (!add_fill(&cc, task, work, notify))
-		return;
-	stat_inc(TW_ST_RECOVERED);
-	publish(ctx, &cc); /* add_done takes it back if the add failed */
-	add_done(ctx, &cc, ret);
-}
-
-static __always_inline int add_fexit(void *ctx, struct task_struct *task,
-				     struct callback_head *work, u32 notify, int ret)
-{
-	u32 *busy = fexit_flag();
-	if (busy)
-		*busy = 1;
-	add_fexit_body(ctx, task, work, notify, ret);
-	if (busy)
-		*busy = 0;
-	return 0;
-}
-#endif
-
-/* ---- task_work_run ------------------------------------------------------ */
 
 static __always_inline int run_entry(void)
 {
-	if (!wanted_current())
+	if (!window())
 		return 0;
-	u32 key = thread_key();
-	struct run_state zero = {};
-	struct run_state *s = run_states.lookup_or_try_init(&key, &zero);
-	if (!s) {
-		stat_inc(TW_ST_EVICTED);
+	struct tstate *s = current_state();
+	if (!s || !s->traced)
 		return 0;
-	}
 	u64 now = bpf_ktime_get_ns();
 	u32 l = s->level;
 	/* task_work_run nests only inside a callback.  With none running at the
-	 * current level, earlier returns were missed: this thread was inside
-	 * when a probe was attached or a BPF trampoline rebuilt (by twtrace's own
-	 * start-up, or another tool).  Start over rather than drift forever. */
+	 * current level, earlier returns were missed (a return probe out of
+	 * instances, or a call under way at attach): start over. */
 	if (l > TW_MAX_NEST || (l > 0 && s->lv[TW_LV(l - 1)].cb_depth == 0)) {
 		stat_inc(TW_ST_RESYNC);
 		l = 0;
@@ -494,156 +492,171 @@ static __always_inline int run_entry(void)
 		lv->ts = now;
 		lv->count = 0;
 		lv->cb_depth = 0;
+		/* Every item queued before this instant has run (or was
+		 * cancelled) when this call returns.  Counted at the outermost
+		 * level only: an inner run's snapshot holds the same items. */
+		lv->unprobed = l == 0 ? s->unprobed : 0;
 	}
-	/* Items added before this instant are all run (or were cancelled) by
-	 * the time this call returns: user space settles items whose callback
-	 * ran unprobed with it and last_run_end. */
-	u32 tid = (u32)bpf_get_current_pid_tgid();
-	struct tw_task *t = tasks.lookup(&tid);
-	if (t)
-		t->last_run_ts = now;
+	s->last_run_ts = now;
 	return 0;
 }
 
 static __always_inline int run_return(void *ctx)
 {
-	u32 key = thread_key();
-	struct run_state *s = run_states.lookup(&key);
+	if (!window())
+		return 0;
+	u64 key = bpf_get_current_task();
+	struct tstate *s = tasks.lookup(&key);
 	if (!s || s->level == 0)
 		return 0;
 	u32 l = s->level - 1;
 	s->level = l;
 	if (l < TW_MAX_NEST) {
 		struct run_level *lv = &s->lv[TW_LV(l)];
-		if (lv->count) {
-			u64 pt = bpf_get_current_pid_tgid();
-			u32 tid = (u32)pt;
-			struct tw_task *t = tasks.lookup(&tid);
-			if (t)
-				__sync_fetch_and_add(&t->runs, 1);
-#ifdef TW_EVENTS
-			struct tw_event ev = {.kind = TW_EV_RUN, .ts = lv->ts,
-					      .dur_ns = bpf_ktime_get_ns() - lv->ts, .tid = tid,
-					      .pid = pt >> 32, .count = lv->count};
-			bpf_get_current_comm(ev.comm, sizeof(ev.comm));
-			emit(ctx, &ev);
-#endif
+		/* (a cancel between our entry and the run's detach may have
+		 * taken one already) */
+		s64 n = lv->unprobed < s->unprobed ? lv->unprobed : s->unprobed;
+		if (n > 0)
+			__sync_fetch_and_add(&s->unprobed, -n);
+		if (lv->cb_depth > 0) { /* the callback's return was not reported */
+			stat_inc(TW_ST_NORET);
+			cb_event(ctx, s, &lv->cb, 0, TW_CB_NORUN);
+			lv->cb_depth = 0;
 		}
+#ifdef TW_EVENTS
+		if (lv->count) {
+			struct tw_event ev = {.kind = TW_EV_RUN, .ts = lv->ts,
+					      .dur_ns = bpf_ktime_get_ns() - lv->ts, .tid = s->tid,
+					      .pid = s->pid, .gen = s->gen, .count = lv->count};
+			__builtin_memcpy(ev.comm, s->comm, TW_COMM_LEN);
+			emit(ctx, &ev);
+		}
+#endif
 	}
-	if (l == 0) {
-		run_states.delete(&key);
-		u32 tid = (u32)bpf_get_current_pid_tgid();
-		struct tw_task *t = tasks.lookup(&tid);
-		if (t)
-			t->last_run_end = bpf_ktime_get_ns();
-	}
+	if (l == 0)
+		s->last_run_end = bpf_ktime_get_ns();
 	return 0;
 }
 
 /* The level whose callbacks a probe on this thread belongs to, or NULL when
  * no tracked task_work_run is active (the function was called directly). */
-static __always_inline struct run_level *current_level(u32 key)
+static __always_inline struct run_level *current_level(struct tstate *s)
 {
-	struct run_state *s = run_states.lookup(&key);
-	if (!s || s->level == 0 || s->level > TW_MAX_NEST)
+	if (s->level == 0 || s->level > TW_MAX_NEST)
 		return 0;
 	return &s->lv[TW_LV(s->level - 1)];
 }
 
-/* ---- callbacks (kprobes attached per callback function by user space) --- */
+/* ---- callbacks ----------------------------------------------------------
+ * Everything but the run time is counted at the callback's start, so a
+ * return the kernel does not report costs only that run time. */
 
-int cb_entry(struct pt_regs *ctx)
+static __always_inline int cb_begin(void *ctx, u64 work)
 {
-	u32 key = thread_key();
-	struct run_level *lv = current_level(key);
+	struct tw_ctl *c = window();
+	if (!c)
+		return 0;
+	u64 key = bpf_get_current_task();
+	struct tstate *s = tasks.lookup(&key);
+	if (!s)
+		return 0;
+	struct run_level *lv = current_level(s);
 	if (!lv)
 		return 0;
-	/* task_work_run calls callbacks one after another; a probed function
-	 * entered inside another one at the same level is a direct call
-	 * (io_uring's handlers inside tctx_task_work): not a queued item, and
-	 * its return must not end the outer callback. */
+	/* task_work_run calls callbacks one after another (a callback that runs
+	 * task_work opens a level of its own), and only functions queued as
+	 * task_work are probed: a callback still open at this level had its
+	 * return go unreported (a return probe out of instances). */
 	if (lv->cb_depth > 0) {
-		if (lv->cb_depth < 64)
-			lv->cb_depth++;
-		stat_inc(TW_ST_NESTED);
-		return 0;
+		stat_inc(TW_ST_NORET);
+		cb_event(ctx, s, &lv->cb, 0, TW_CB_NORUN);
 	}
 	lv->cb_depth = 1;
-	struct cb_call c = {.ts = bpf_ktime_get_ns(), .work = PT_REGS_PARM1(ctx)};
-	struct tw_item *it = inflight.lookup(&c.work);
+	u32 gen = c->gen;
+	struct cb_call cc = {.ts = bpf_ktime_get_ns(), .work = work};
+	u64 queue_ns = 0;
+	struct tw_item *it = inflight.lookup(&work);
 	if (it) {
-		c.func = it->func;
-		c.queue_ns = c.ts - it->ts;
-		c.matched = 1;
-		u32 tid = it->tid;
-		inflight.delete(&c.work);
-		struct tw_task *t = tasks.lookup(&tid);
-		if (t)
-			__sync_fetch_and_add(&t->depth, -1);
+		cc.func = it->func;
+		queue_ns = cc.ts - it->ts;
+		cc.queue_ns = queue_ns;
+		cc.matched = 1;
+		/* An item added while its function was unprobed leaves the
+		 * count of those when its run returns. */
+		if (!(it->flags & TW_IT_UNPROBED))
+			__sync_fetch_and_add(&s->depth, -1);
+		inflight.delete(&work);
 	} else {
 		/* Still valid: the callback has not started. */
-		bpf_probe_read_kernel(&c.func, sizeof(c.func), &((struct callback_head *)c.work)->func);
+		bpf_probe_read_kernel(&cc.func, sizeof(cc.func), &((struct callback_head *)work)->func);
 		stat_inc(TW_ST_UNMATCHED);
 	}
+	struct tw_agg *a = agg_of(gen, s, cc.func);
+	if (a) {
+		__sync_fetch_and_add(&a->callbacks, 1);
+		if (lv->count == 0)
+			__sync_fetch_and_add(&a->runs, 1);
+		if (cc.matched) {
+			__sync_fetch_and_add(&a->matched, 1);
+			__sync_fetch_and_add(&a->timed, 1);
+			__sync_fetch_and_add(&a->queue_sum, queue_ns);
+			atomic_max(&a->queue_max, queue_ns);
+		}
+	}
+	if (cc.matched)
+		hist_add(gen, s, cc.func, TW_H_QUEUE, queue_ns);
 	lv->count++;
-	lv->cb = c;
+	lv->cb = cc;
 	return 0;
 }
 
-int cb_return(struct pt_regs *ctx)
+static __always_inline int cb_end(void *ctx)
 {
-	u32 key = thread_key();
-	struct run_level *lv = current_level(key);
+	struct tw_ctl *c = window();
+	if (!c)
+		return 0;
+	u64 key = bpf_get_current_task();
+	struct tstate *s = tasks.lookup(&key);
+	if (!s)
+		return 0;
+	struct run_level *lv = current_level(s);
 	if (!lv || lv->cb_depth == 0)
 		return 0;
-	if (--lv->cb_depth > 0)
-		return 0;
-	struct cb_call c = lv->cb;
-	u64 now = bpf_ktime_get_ns();
-	u64 run = now - c.ts;
-	u64 pt = bpf_get_current_pid_tgid();
-	u32 tid = (u32)pt;
-	struct tw_agg *a = agg_of(tid, c.func);
+	lv->cb_depth = 0;
+	struct cb_call cc = lv->cb;
+	u64 run = bpf_ktime_get_ns() - cc.ts;
+	u32 gen = c->gen;
+	struct tw_agg *a = agg_of(gen, s, cc.func);
 	if (a) {
-		__sync_fetch_and_add(&a->callbacks, 1);
+		__sync_fetch_and_add(&a->run_cnt, 1);
 		__sync_fetch_and_add(&a->run_sum, run);
-		max_update(&a->run_max, run);
-		if (c.matched) {
-			__sync_fetch_and_add(&a->matched, 1);
-			__sync_fetch_and_add(&a->queue_sum, c.queue_ns);
-			max_update(&a->queue_max, c.queue_ns);
-		}
+		atomic_max(&a->run_max, run);
 	}
-	hist_add(tid, c.func, TW_H_RUN, run);
-	if (c.matched)
-		hist_add(tid, c.func, TW_H_QUEUE, c.queue_ns);
-	if (!tasks.lookup(&tid)) {
-		char comm[TW_COMM_LEN];
-		bpf_get_current_comm(comm, sizeof(comm));
-		task_of(tid, pt >> 32, comm);
-	}
-#ifdef TW_EVENTS
-	struct tw_event ev = {.kind = TW_EV_CALLBACK, .ts = c.ts, .work = c.work,
-			      .func = c.func, .queue_ns = c.queue_ns, .dur_ns = run,
-			      .tid = tid, .pid = pt >> 32, .flags = c.matched ? TW_CB_MATCHED : 0};
-	bpf_get_current_comm(ev.comm, sizeof(ev.comm));
-	emit(ctx, &ev);
-#endif
+	hist_add(gen, s, cc.func, TW_H_RUN, run);
+	cb_event(ctx, s, &cc, run, 0);
 	return 0;
 }
 
 /* ---- cancel variants ----------------------------------------------------
  * Which exist, and whether task_work_cancel returns the item or a bool, is
- * detected by user space.  Variants call each other; only the outermost
- * call of a thread counts. */
+ * detected by user space.  Variants call each other: each call has its own
+ * record on the thread's small stack, and only the outermost one counts. */
 
 static __always_inline int cancel_entry(struct task_struct *task, u64 cb, u32 is_bool)
 {
-	u32 key = thread_key();
-	if (cancel_calls.lookup(&key))
+	if (!window())
 		return 0;
-	struct cancel_call c = {.task = (u64)task, .cb = cb, .is_bool = is_bool};
-	cancel_calls.update(&key, &c);
+	struct tstate *s = current_state();
+	if (!s)
+		return 0;
+	u32 n = s->ncancel;
+	if (n < TW_CANCEL_NEST) {
+		struct cancel_call *cc = &s->cancel[TW_MASKED(n, TW_CANCEL_NEST)];
+		cc->task = (u64)task;
+		cc->cb = cb;
+		cc->is_bool = is_bool;
+	}
+	s->ncancel = n + 1;
 	return 0;
 }
 
@@ -659,42 +672,90 @@ int cancel_bool_entry(struct pt_regs *ctx)
 
 int cancel_return(struct pt_regs *ctx)
 {
-	u32 key = thread_key();
-	struct cancel_call *c = cancel_calls.lookup(&key);
+	struct tw_ctl *c = window();
 	if (!c)
 		return 0;
+	u64 key = bpf_get_current_task();
+	struct tstate *cs = tasks.lookup(&key);
+	if (!cs || cs->ncancel == 0)
+		return 0;
+	u32 n = cs->ncancel - 1;
+	cs->ncancel = n;
+	if (n != 0 || n >= TW_CANCEL_NEST) /* an inner call: the outer one counts */
+		return 0;
+	struct cancel_call cc = cs->cancel[0];
 	u64 ret = PT_REGS_RC(ctx);
-	u64 work = c->is_bool ? ((ret & 0xff) ? c->cb : 0) : ret;
-	struct task_struct *task = (struct task_struct *)c->task;
-	cancel_calls.delete(&key);
+	u64 work = cc.is_bool ? ((ret & 0xff) ? cc.cb : 0) : ret;
 	if (!work)
 		return 0;
-	u32 tid = 0, pid = 0;
-	bpf_probe_read_kernel(&tid, sizeof(tid), &task->pid);
-	bpf_probe_read_kernel(&pid, sizeof(pid), &task->tgid);
-	if (!wanted(tid, pid))
+	struct task_struct *task = (struct task_struct *)cc.task;
+	struct tstate *s = state_of(task);
+	if (!s || !s->traced)
 		return 0;
 	u64 func = 0;
 	struct tw_item *it = inflight.lookup(&work);
 	if (it) {
 		func = it->func;
+		int unprobed = it->flags & TW_IT_UNPROBED;
 		inflight.delete(&work);
-		struct tw_task *t = tasks.lookup(&tid);
-		if (t)
-			__sync_fetch_and_add(&t->depth, -1);
+		if (unprobed)
+			__sync_fetch_and_add(&s->unprobed, -1);
+		else
+			__sync_fetch_and_add(&s->depth, -1);
 	} else {
 		/* Unlinked, not run: still owned by the canceller. */
 		bpf_probe_read_kernel(&func, sizeof(func), &((struct callback_head *)work)->func);
 	}
-	struct tw_agg *a = agg_of(tid, func);
-	if (a)
+	struct tw_agg *a = agg_of(c->gen, s, func);
+	if (a) {
 		__sync_fetch_and_add(&a->cancels, 1);
+		if (it)
+			__sync_fetch_and_add(&a->cancels_matched, 1);
+	}
 #ifdef TW_EVENTS
 	struct tw_event ev = {.kind = TW_EV_CANCEL, .ts = bpf_ktime_get_ns(), .work = work,
-			      .func = func, .tid = tid, .pid = pid};
-	bpf_probe_read_kernel_str(ev.comm, sizeof(ev.comm), task->comm);
+			      .func = func, .tid = s->tid, .pid = s->pid, .gen = s->gen};
+	__builtin_memcpy(ev.comm, s->comm, TW_COMM_LEN);
 	emit(ctx, &ev);
 #endif
+	return 0;
+}
+
+/* ---- task lifecycle ----------------------------------------------------- */
+
+/* The task_struct is being freed: nothing can queue on it or run as it
+ * any more.  Its state goes; user space learns that (tid, gen) is gone. */
+RAW_TRACEPOINT_PROBE(sched_process_free)
+{
+	struct task_struct *t = (struct task_struct *)ctx->args[0];
+	u64 key = (u64)t;
+	struct tstate *s = tasks.lookup(&key);
+	if (s) {
+		struct tw_retired rk = {.tid = s->tid, .gen = s->gen};
+		struct tw_retired_val rv = {.depth = s->depth + s->unprobed,
+					    .ts = bpf_ktime_get_ns()};
+		if (retired.update(&rk, &rv) != 0)
+			stat_inc(TW_ST_FULL_RETIRED);
+		tasks.delete(&key);
+	}
+#ifdef TW_FOLLOW
+	/* A followed process is gone once its leader is freed. */
+	u32 tid = 0, pid = 0;
+	bpf_probe_read_kernel(&tid, sizeof(tid), &t->pid);
+	bpf_probe_read_kernel(&pid, sizeof(pid), &t->tgid);
+	if (tid == pid)
+		filter_pids.delete(&pid);
+#endif
+	return 0;
+}
+
+/* exec renames the task: later aggregates carry the new name. */
+RAW_TRACEPOINT_PROBE(sched_process_exec)
+{
+	u64 key = bpf_get_current_task();
+	struct tstate *s = tasks.lookup(&key);
+	if (s)
+		bpf_get_current_comm(s->comm, sizeof(s->comm));
 	return 0;
 }
 
@@ -705,32 +766,35 @@ int cancel_return(struct pt_regs *ctx)
  * from before they first run, while they themselves are not. */
 BPF_HASH(spawners, u32, u8, 16);
 
-TRACEPOINT_PROBE(sched, sched_process_fork)
+RAW_TRACEPOINT_PROBE(sched_process_fork)
 {
-	u32 parent = args->parent_pid, child = args->child_pid;
-	u64 pt = bpf_get_current_pid_tgid();
-	u32 ppid = pt >> 32;
+	struct task_struct *parent = (struct task_struct *)ctx->args[0];
+	struct task_struct *child = (struct task_struct *)ctx->args[1];
+	u32 ptid = 0, ppid = 0, ctid = 0, cpid = 0;
+	bpf_probe_read_kernel(&ptid, sizeof(ptid), &parent->pid);
+	bpf_probe_read_kernel(&ppid, sizeof(ppid), &parent->tgid);
+	bpf_probe_read_kernel(&ctid, sizeof(ctid), &child->pid);
+	bpf_probe_read_kernel(&cpid, sizeof(cpid), &child->tgid);
+	/* A new thread joins a process that is already followed (or not). */
+	if (ctid != cpid)
+		return 0;
 	u8 one = 1;
-	/* parent_pid is the forking thread; follow whole processes.  This runs
-	 * before the child is first woken, so nothing it queues is missed. */
-	if (filter_pids.lookup(&ppid) || filter_tids.lookup(&parent) || spawners.lookup(&parent))
-		filter_pids.update(&child, &one);
+	/* This runs before the child is first woken, so nothing it queues is
+	 * missed. */
+	if (filter_pids.lookup(&ppid) || filter_tids.lookup(&ptid) || spawners.lookup(&ptid)) {
+		if (filter_pids.update(&cpid, &one) != 0)
+			stat_inc(TW_ST_FULL_FILTER);
+	}
 	return 0;
 }
 #endif
 
-/* ---- attachment of task_work_add / task_work_run ------------------------ */
+/* ---- attachment --------------------------------------------------------- */
 
 #ifdef TW_FENTRY
 KFUNC_PROBE(task_work_add, struct task_struct *task, struct callback_head *work, int notify)
 {
-	return add_fentry(ctx, task, work, (u32)notify);
-}
-
-KRETFUNC_PROBE(task_work_add, struct task_struct *task, struct callback_head *work, int notify,
-	       int ret)
-{
-	return add_fexit(ctx, task, work, (u32)notify, ret);
+	return add_entry(ctx, task, work, (u32)notify);
 }
 
 /* KFUNC_PROBE(ev) with no arguments leaves a dangling comma in old bcc
@@ -760,11 +824,6 @@ int add_kprobe(struct pt_regs *ctx)
 			 (struct callback_head *)PT_REGS_PARM2(ctx), (u32)PT_REGS_PARM3(ctx));
 }
 
-int add_kretprobe(struct pt_regs *ctx)
-{
-	return add_return(ctx, (int)PT_REGS_RC(ctx));
-}
-
 int run_kprobe(struct pt_regs *ctx)
 {
 	return run_entry();
@@ -774,4 +833,30 @@ int run_kretprobe(struct pt_regs *ctx)
 {
 	return run_return(ctx);
 }
+#endif
+
+/* Callbacks probed with kprobes (any function, attached at any time). */
+int cb_entry(struct pt_regs *ctx)
+{
+	return cb_begin(ctx, PT_REGS_PARM1(ctx));
+}
+
+int cb_return(struct pt_regs *ctx)
+{
+	return cb_end(ctx);
+}
+
+/* Callbacks known before tracing starts, probed with fentry/fexit where the
+ * kernel and bcc have them: TW_CB_FENTRY expands to TW_CB(func) lines. */
+#ifdef TW_CB_FENTRY
+#define TW_CB(fn)                                                   \
+	KFUNC_PROBE(fn, struct callback_head *work)                 \
+	{                                                           \
+		return cb_begin(ctx, (u64)work);                         \
+	}                                                           \
+	KRETFUNC_PROBE(fn, struct callback_head *work)              \
+	{                                                           \
+		return cb_end(ctx);                                 \
+	}
+TW_CB_FENTRY
 #endif

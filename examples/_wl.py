@@ -287,6 +287,17 @@ def make_shmem_file(nbytes, backing="auto", chunk=1 << 20):
     return fd, info
 
 
+def hold(directory, mark, wait_for, timeout_s=600):
+    """Say `mark` (mkdir) and wait until `wait_for` exists in directory.
+    Only mkdir and stat: opening a file would queue an fput of our own."""
+    os.mkdir(os.path.join(directory, mark))
+    deadline = time.monotonic() + timeout_s
+    while not os.path.exists(os.path.join(directory, wait_for)):
+        if time.monotonic() > deadline:
+            raise WorkloadError("nobody made %s within %d s" % (wait_for, timeout_s))
+        time.sleep(0.05)
+
+
 # ----------------------------------------------------------------- output
 
 def _comm():

@@ -25,9 +25,15 @@ def main():
                    help="number of close_range calls (default 5)")
     p.add_argument("--gap-ms", type=_wl.nonneg_int, default=0, metavar="MS",
                    help="sleep between rounds (default 0)")
+    p.add_argument("--until-file", metavar="PATH",
+                   help="stop after the round in which PATH appears (up to R rounds)")
     p.add_argument("--source", choices=["auto", "devnull", "memfd"], default="auto",
                    help="what to open: /dev/null or memfd_create (default auto: "
                         "/dev/null if it is a character device)")
+    p.add_argument("--hold", metavar="DIR",
+                   help="before the first round make DIR/ready and wait for DIR/go; "
+                        "after the last make DIR/done and wait for DIR/end (directories: "
+                        "no file is opened, so holding queues no task_work)")
     args = p.parse_args()
 
     _wl.check_close_range()
@@ -43,6 +49,8 @@ def main():
                              target="self"),
     })
     rounds = []
+    if args.hold:
+        _wl.hold(args.hold, "ready", "go")
     rec["t_begin_ns"] = _wl.now_ns()
     for i in range(args.rounds):
         if i and args.gap_ms:
@@ -57,7 +65,11 @@ def main():
             raise _wl.WorkloadError("close_range left descriptors open: %s" % still)
         rounds.append({"round": i, "files": args.files, "first_fd": first,
                        "last_fd": last, "t_start_ns": t0, "t_end_ns": t1})
+        if args.until_file and os.path.exists(args.until_file):
+            break
     rec["t_finish_ns"] = _wl.now_ns()
+    if args.hold:
+        _wl.hold(args.hold, "done", "end")
     rec["rounds"] = rounds
     _wl.emit(rec, args.out)
     return _wl.EXIT_OK

@@ -81,6 +81,21 @@ def report(file: str = typer.Argument(..., help="A recording made by twtrace rec
 
 
 @app.command()
+def export(file: str = typer.Argument(..., help="A recording made by twtrace record --events."),
+           output: str = typer.Option(..., "-o", "--output", help="Trace file to write."),
+           perfetto: bool = typer.Option(False, "--perfetto",
+                                         help="Write a Perfetto trace (protobuf), for "
+                                              "ui.perfetto.dev.")) -> None:
+    """Convert a recording into a timeline for another tool:
+    twtrace export --perfetto REC.jsonl -o OUT.pftrace"""
+    from twtrace.export import main as exportmain
+
+    if not perfetto:
+        raise UserError("say which format to export: --perfetto")
+    raise typer.Exit(exportmain.run(file, output))
+
+
+@app.command()
 def top(interval_arg: Optional[float] = typer.Argument(None, metavar="[INTERVAL]",
                                                        help="Seconds between refreshes."),
         count: Optional[int] = typer.Argument(None, metavar="[COUNT]",
@@ -112,6 +127,37 @@ def top(interval_arg: Optional[float] = typer.Argument(None, metavar="[INTERVAL]
         count=count, pids=list(pid), tids=list(tid), comm=comm, func=func, json=json_out,
         replay=replay, speed=topmain.parse_speed(speed), probe_mode=probe_mode)
     raise typer.Exit(topmain.run(opts))
+
+
+@app.command()
+def serve(listen: Optional[str] = typer.Option(None, "--listen", "-l", metavar="ADDR:PORT",
+                                             help="Where to serve /metrics (default "
+                                                  "127.0.0.1:19868)."),
+          textfile: Optional[str] = typer.Option(None, "--textfile", metavar="PATH",
+                                                 help="Write node_exporter's textfile format "
+                                                      "to PATH (*.prom) instead."),
+          interval: float = typer.Option(1.0, "--interval", "-i",
+                                         help="Seconds between reads of the kernel (and "
+                                              "textfile writes)."),
+          pid: List[int] = typer.Option([], "-p", "--pid", help="Only this process (repeatable)."),
+          tid: List[int] = typer.Option([], "-t", "--tid", help="Only this thread (repeatable)."),
+          comm: Optional[str] = typer.Option(None, "--comm", help="Only tasks whose name matches "
+                                                                 "this regular expression."),
+          func: Optional[str] = typer.Option(None, "--func", help="Only callback functions "
+                                                                 "matching this regular expression."),
+          label_comm: int = typer.Option(0, "--label-comm", metavar="N",
+                                         help="Also export per-task-name metrics for the N "
+                                              "busiest names, the rest as other (0 = off)."),
+          probe_mode: str = typer.Option("auto", "--probe-mode",
+                                         help="auto, kprobe or fentry.")) -> None:
+    """Serve task_work metrics for Prometheus (OpenMetrics at /metrics), or write
+    them for node_exporter's textfile collector. Metrics: docs/prometheus.md"""
+    from twtrace.serve import main as servemain
+
+    opts = servemain.ServeOptions(listen=listen, textfile=textfile, interval=interval,
+                                  pids=list(pid), tids=list(tid), comm=comm, func=func,
+                                  label_comm=label_comm, probe_mode=probe_mode)
+    raise typer.Exit(servemain.run(opts))
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

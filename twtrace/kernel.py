@@ -177,3 +177,132 @@ def prog_run_stats(fds) -> Optional[dict]:
     if not got:
         return None
     return {"run_time_ns": sum(t for t, _ in got), "run_cnt": sum(n for _, n in got)}
+
+
+def symbol_addr(name: str, path: str = "/proc/kallsyms") -> Optional[int]:
+    """The address of a symbol of any kind (data too), e.g. work_exited;
+    None when absent or hidden (kptr_restrict, no CONFIG_KALLSYMS_ALL)."""
+    want = f" {name}\n"
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.endswith(want) and len(line.split()) == 3:
+                    addr = int(line.split()[0], 16)
+                    return addr or None
+    except OSError:
+        pass
+    return None
+
+
+def vmlinux_symbols(path: str = "/proc/kallsyms") -> set:
+    """Names of text symbols of vmlinux itself (not modules): what a
+    KFUNC_PROBE without a module can attach to."""
+    out = set()
+    try:
+        with open(path) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) == 3 and parts[1] in "tT":
+                    out.add(parts[2])
+    except OSError:
+        pass
+    return out
+
+
+def preemption_model(cmdline: Optional[str] = None, config: Optional[str] = None,
+                     debugfs: Optional[str] = None) -> Optional[str]:
+    """How the running kernel preempts kernel code: "none", "voluntary",
+    "full", "lazy" or "rt"; None when it cannot be told.  A preemptible
+    kernel can switch away from a thread inside a fentry program, whose
+    per-CPU recursion guard then skips every other thread's run of it."""
+    if debugfs is None:
+        debugfs = _read("/sys/kernel/debug/sched/preempt")
+    if debugfs:  # "none (voluntary) full lazy": the current one in parentheses
+        for word in debugfs.split():
+            if word.startswith("(") and word.endswith(")"):
+                return word.strip("()")
+    if config is None:
+        config = kernel_config()
+    if config is None:
+        return None
+    opts = {line.split("=")[0] for line in config.splitlines() if line.endswith("=y")}
+    if "CONFIG_PREEMPT_RT" in opts:
+        return "rt"
+    if cmdline is None:
+        cmdline = _read("/proc/cmdline") or ""
+    if "CONFIG_PREEMPT_DYNAMIC" in opts:
+        for arg in cmdline.split():
+            if arg.startswith("preempt=") and arg[8:] in ("none", "voluntary", "full", "lazy"):
+                return arg[8:]
+    for opt, model in (("CONFIG_PREEMPT_LAZY", "lazy"), ("CONFIG_PREEMPT", "full"),
+                       ("CONFIG_PREEMPT_VOLUNTARY", "voluntary"), ("CONFIG_PREEMPT_NONE", "none")):
+        if opt in opts:
+            return model
+    return None
+
+
+def kernel_config() -> Optional[str]:
+    rel = os.uname().release
+    text = _read(f"/boot/config-{rel}") or _read(f"/lib/modules/{rel}/config")
+    if text:
+        return text
+    try:
+        import gzip
+        with gzip.open("/proc/config.gz", "rt") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _read(path: str) -> Optional[str]:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+BPF_PROG_LOAD = 5
+BPF_PROG_TYPE_SOCKET_FILTER = 1
+
+
+def prog_recursion_guard() -> Optional[bool]:
+    """Whether the kernel guards each BPF program against running inside
+    itself on one CPU and counts what it skips (recursion_misses, 5.12+; the
+    same release brought compare-and-swap to BPF).  Told by loading the
+    smallest program there is and reading its fdinfo; None if that fails."""
+    import ctypes
+    import platform
+
+    nr = NR_BPF.get(platform.machine())
+    if nr is None:
+        return None
+    insns = (ctypes.c_uint64 * 2)(0x00000000000000b7, 0x0000000000000095)  # r0 = 0; exit
+    lic = ctypes.create_string_buffer(b"GPL")
+    attr = (ctypes.c_uint64 * 16)()
+    attr[0] = BPF_PROG_TYPE_SOCKET_FILTER | (2 << 32)  # prog_type, insn_cnt
+    attr[1] = ctypes.addressof(insns)
+    attr[2] = ctypes.addressof(lic)
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.syscall(ctypes.c_long(nr), ctypes.c_int(BPF_PROG_LOAD), attr,
+                      ctypes.c_uint(ctypes.sizeof(attr)))
+    if fd < 0:
+        return None
+    try:
+        text = _read(f"/proc/self/fdinfo/{fd}") or ""
+    finally:
+        os.close(fd)
+    return parse_recursion_misses(text) is not None
+
+
+def kprobe_skips_counted(release: Optional[str] = None) -> Optional[bool]:
+    """Whether the kernel counts kprobe BPF runs it skips (a program of the
+    kind already running on that CPU) in recursion_misses, as it does since
+    6.7; told from the running kernel's own bpf.h, which then declares the
+    helper that counts them.  None when the headers cannot be read."""
+    rel = release or os.uname().release
+    for d in ("source", "build"):
+        text = _read(f"/lib/modules/{rel}/{d}/include/linux/bpf.h")
+        if text:
+            return "bpf_prog_inc_misses_counters" in text
+    return None

@@ -13,8 +13,11 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from twtrace.errors import UserError
-from twtrace.kernel import (BpfStats, Kallsyms, kernel_headers_dir, prog_run_stats,
-                            prog_skipped_runs)
+from twtrace.kernel import (BpfStats, Kallsyms, kernel_headers_dir, preemption_model,
+                            kprobe_skips_counted, prog_recursion_guard, prog_run_stats,
+                            prog_skipped_runs,
+                            symbol_addr, vmlinux_symbols)
+from twtrace import drain as drainer
 
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 if not (BPF_DIR / "twtrace.bpf.c").exists():  # installed as package data
@@ -30,13 +33,22 @@ KNOWN_CALLBACKS = (
     "unwind_deferred_task_work", "bpf_task_work_callback", "dup_xol_work",
     "irq_thread_dtor", "restrict_one_thread_callback", "__report_access", "kill_me_now",
     "kill_me_maybe", "kill_me_never", "binder_do_fd_close", "move_myself",
-    "io_req_task_submit", "io_poll_task_func", "io_req_task_cancel", "io_req_task_complete",
-    "io_apoll_task_func", "io_queue_async_work", "ghes_kick_task_work", "io_tctx_exit_cb",
-    "io_uring_cancel_task_work",
+    "ghes_kick_task_work", "io_tctx_exit_cb", "io_uring_cancel_task_work",
 )
+# (io_uring's request handlers, io_req_task_submit and the like, are called
+# by tctx_task_work from its own list; they are not task_work callbacks.)
 
-TW_ST = {"lost": 0, "evicted": 1, "unmatched": 2, "nested": 3, "untimed": 4, "resync": 5,
-         "recovered": 6}
+# Of those, the ones in vmlinux on every kernel twtrace supports: probed with
+# fentry/fexit (cheaper than a kprobe pair) where the probe mode is fentry.
+FENTRY_CALLBACKS = ("____fput", "__cleanup_mnt", "tctx_task_work", "task_mm_cid_work",
+                    "posix_cpu_timers_work", "task_numa_work", "key_change_session_keyring",
+                    "create_worker_cb", "create_worker_cont")
+
+TW_ST = {"lost": 0, "unmatched": 1, "untimed": 3, "resync": 4, "noret": 6,
+         "stack_collisions": 7, "stack_errors": 8}
+# Entries that did not fit, per bounded map (bpf/twtrace.h TW_ST_FULL_*).
+TW_FULL = {"inflight": 9, "tasks": 10, "aggs": 11, "hists": 12, "pairs": 13, "stacks": 14,
+           "retired": 15, "filter": 16}
 EV_KINDS = {1: "add", 2: "callback", 3: "cancel", 4: "run"}
 
 
@@ -60,6 +72,7 @@ class TraceConfig:
     ringbuf_pages: int = 256
     stacks: bool = False  # count adds per adder kernel stack
     bpf_stats: bool = False  # the kernel's BPF run-time accounting, for top's cost figure
+    cflags: List[str] = field(default_factory=list)  # extra -D for map sizes (tests)
 
 
 @dataclass
@@ -67,6 +80,11 @@ class Features:
     probe_mode: str = ""
     probe_mode_reason: str = ""
     ringbuf: bool = False
+    preemption: Optional[str] = None
+    recursion_guard: Optional[bool] = None
+    add_failure_known: bool = False  # the exit sentinel's address is known
+    cas: bool = False  # maxima kept with compare-and-swap
+    rt_reads: bool = True  # maps are read at real-time priority (see Loader.reading)
     cancel: List[str] = field(default_factory=list)
     cancel_bool: bool = False
     callbacks_probed: List[str] = field(default_factory=list)
@@ -74,6 +92,9 @@ class Features:
 
     def as_dict(self) -> dict:
         return {"probe_mode_reason": self.probe_mode_reason, "ringbuf": self.ringbuf,
+                "preemption": self.preemption, "recursion_guard": self.recursion_guard,
+                "add_failure_known": self.add_failure_known, "cas": self.cas,
+                "rt_reads": self.rt_reads,
                 "cancel": self.cancel, "cancel_returns_bool": self.cancel_bool,
                 "callbacks_probed": sorted(self.callbacks_probed),
                 "callbacks_unprobed": dict(self.callbacks_unprobed)}
@@ -95,6 +116,7 @@ def _cancel_is_bool(syms: Kallsyms) -> bool:
 def _ev_dict(ev) -> dict:
     return {"kind": EV_KINDS.get(ev.kind, "?"), "ts": ev.ts, "work": ev.work, "func": ev.func,
             "queue_ns": ev.queue_ns, "dur_ns": ev.dur_ns, "tid": ev.tid, "pid": ev.pid,
+            "gen": ev.gen,
             "adder_tid": ev.adder_tid, "adder_pid": ev.adder_pid, "ret": ev.ret,
             "notify": ev.notify, "count": ev.count, "flags": ev.flags, "stack_id": ev.stack_id,
             "comm": ev.comm.decode(errors="replace"),
@@ -114,6 +136,35 @@ def adder_frames(frames: List[str]) -> List[str]:
     return ["task_work_add", *frames[i:]]
 
 
+def choose_probe_mode(asked: str, kfunc: tuple, guard: Optional[bool],
+                      preemption: Optional[str]) -> tuple:
+    """(use fentry, why) for task_work_add/run.  fentry is cheaper, but the
+    kernel skips a fentry program entered on a CPU where it already runs;
+    kprobe handlers run with preemption off, so only an interrupt can land
+    inside one.  Pure, so the choice is unit-tested."""
+    ok, why = kfunc
+    if asked == "kprobe":
+        return False, "kprobes asked for"
+    if not ok:
+        return False, f"kprobes used: {why}"
+    if asked == "fentry":
+        return True, "fentry/fexit asked for"
+    if guard is False:
+        return False, ("kprobes used: fentry/fexit programs here have no per-program "
+                       "recursion guard (it came in 5.12): a nested run would not be counted")
+    if guard is None:
+        return False, "kprobes used: could not tell whether fentry programs are guarded"
+    if preemption in ("full", "lazy", "rt"):
+        return False, (f"kprobes used: this kernel preempts kernel code ({preemption}), and a "
+                       f"thread preempted inside a fentry program makes the kernel skip that "
+                       f"program for every other thread on its CPU; kprobe handlers run with "
+                       f"preemption off")
+    if preemption is None:
+        return False, ("kprobes used: the kernel's preemption model is unknown (no "
+                       "/boot/config, /proc/config.gz or sched/preempt)")
+    return True, f"fentry/fexit supported (preemption: {preemption})"
+
+
 class Loader:
     def __init__(self, cfg: TraceConfig):
         self.cfg = cfg
@@ -121,17 +172,34 @@ class Loader:
         self.syms = Kallsyms.load()
         self.features = Features()
         self.lost_perf = 0
+        self.start_ns = 0
+        self.gen = 0
         self._on_event: Optional[Callable[[dict], None]] = None
         self._attached_cb: Dict[int, str] = {}
         self._failed_cb: Dict[int, str] = {}
+        self._fentry_cb: List[str] = []
         self.stats: Optional[BpfStats] = None
         self._stacks: Dict[int, List[str]] = {}
+        self._drainer: Optional[drainer.Drainer] = None
+        self._rt_failed = False
+        self._inflight = None
+        self._kprobe_skips_counted = kprobe_skips_counted()
 
     # -- setup -------------------------------------------------------------
-    def _cflags(self, fentry: bool) -> list:
-        flags = [f"-I{BPF_DIR}", f"-DTW_RINGBUF_PAGES={self.cfg.ringbuf_pages}"]
+    def _cflags(self, fentry: bool, cb_fentry: List[str], cas: bool) -> list:
+        flags = [f"-I{BPF_DIR}", f"-DTW_RINGBUF_PAGES={self.cfg.ringbuf_pages}",
+                 f"-DTW_SELF_PID={os.getpid()}",
+                 *self.cfg.cflags]
         if fentry:
             flags.append("-DTW_FENTRY")
+        if cb_fentry:
+            flags.append("-DTW_CB_FENTRY=" + " ".join(f"TW_CB({n})" for n in cb_fentry))
+        if cas:
+            flags.append("-DTW_CAS")
+        exited = symbol_addr("work_exited")
+        self.features.add_failure_known = exited is not None
+        if exited:
+            flags.append(f"-DTW_WORK_EXITED={exited:#x}ULL")
         if self.cfg.events:
             flags.append("-DTW_EVENTS")
             if self.features.ringbuf:
@@ -144,13 +212,31 @@ class Loader:
             flags.append("-DTW_STACKS")
         return flags
 
-    def _compile(self, fentry: bool):
+    def _compile(self, fentry: bool, cb_fentry: List[str], cas: bool):
         bcc = import_bcc()
         text = (BPF_DIR / "twtrace.bpf.c").read_text()
         try:
-            return bcc.BPF(text=text, cflags=self._cflags(fentry))
+            return bcc.BPF(text=text, cflags=self._cflags(fentry, cb_fentry, cas))
         except Exception as e:  # bcc raises bare Exceptions for compile/load/attach
             raise self._explain(e, "compile the BPF program")
+
+    def _compile_best(self, fentry: bool):
+        """The cheapest program this kernel and bcc accept: fentry callbacks
+        and compare-and-swap where they load, else without them."""
+        guard = self.features.recursion_guard
+        cb = [n for n in FENTRY_CALLBACKS if n in self._vmlinux] if fentry else []
+        tries = [(cb, bool(guard)), ([], bool(guard)), ([], False)]
+        last = None
+        for cb_try, cas in dict.fromkeys((tuple(c), k) for c, k in tries):
+            try:
+                b = self._compile(fentry, list(cb_try), cas)
+            except UserError as e:
+                last = e
+                continue
+            self._fentry_cb = list(cb_try)
+            self.features.cas = cas
+            return b
+        raise last
 
     def _explain(self, e: Exception, doing: str) -> UserError:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -174,46 +260,58 @@ class Loader:
         mode = self.cfg.probe_mode
         if mode not in ("auto", "kprobe", "fentry"):
             raise UserError(f"--probe-mode must be auto, kprobe or fentry, not {mode!r}")
-        if mode in ("auto", "fentry"):
-            ok, why = self._kfunc_supported()
-            if ok:
-                try:
-                    self.bpf = self._compile(fentry=True)
-                    f.probe_mode, f.probe_mode_reason = "fentry", "fentry/fexit supported"
-                except UserError as e:
-                    if mode == "fentry":
-                        raise
-                    why = f"fentry attach failed ({e})"
-            elif mode == "fentry":
-                raise UserError(f"--probe-mode fentry: {why}")
-            if self.bpf is None:
-                f.probe_mode_reason = f"kprobes used: {why}"
-        else:
-            f.probe_mode_reason = "kprobes asked for"
+        f.preemption = preemption_model()
+        f.recursion_guard = prog_recursion_guard()
+        self._vmlinux = vmlinux_symbols()
+        kfunc = self._kfunc_supported() if mode != "kprobe" else (False, "")
+        fentry, f.probe_mode_reason = choose_probe_mode(mode, kfunc, f.recursion_guard,
+                                                        f.preemption)
+        if mode == "fentry" and not fentry:
+            raise UserError(f"--probe-mode fentry: {kfunc[1]}")
+        if fentry:
+            try:
+                self.bpf = self._compile_best(fentry=True)
+                f.probe_mode = "fentry"
+            except UserError as e:
+                if mode == "fentry":
+                    raise
+                f.probe_mode_reason = f"kprobes used: fentry attach failed ({e})"
         if self.bpf is None:
-            self.bpf = self._compile(fentry=False)
+            self.bpf = self._compile_best(fentry=False)
             f.probe_mode = "kprobe"
             self._attach_kprobes()
+        self._drainer = drainer.Drainer(self.bpf, stacks=self.cfg.stacks)
         self._seed_filters()
         self._attach_cancel()
+        for name in self._fentry_cb:
+            addr = self.syms.addr(name)
+            if addr:
+                self._mark_probed(addr, name)
         # TWTRACE_LATE_PROBES=1 probes callbacks only once seen, as for unknown
         # ones: the tests use it to exercise batch-level settlement.
         late = os.environ.get("TWTRACE_LATE_PROBES") == "1"
         for name in () if late else KNOWN_CALLBACKS:
             addr = self.syms.addr(name)
-            if addr:
+            if addr and name not in self._fentry_cb:
                 self._attach_callback(addr, name)
         if self.cfg.events:
             self._open_events()
-        # A thread inside task_work_run while its probes were being attached
-        # may return unseen (a kretprobe or a rebuilt BPF trampoline misses
-        # calls already under way): forget what was counted until now.
-        self.bpf["run_states"].clear()
-        self.bpf["add_calls"].clear()
         if self.cfg.bpf_stats:  # it costs every program run a clock read
             self.stats = BpfStats()
             self.stats.enable()
+        self._open_window()
         return f
+
+    def _open_window(self) -> None:
+        """Counting starts now: every probe is attached.  Programs check the
+        switch first, so nothing from before this instant is counted."""
+        import time
+
+        ctl = self.bpf["control"]
+        v = ctl.Leaf()
+        v.on, v.gen = 1, 0
+        self.start_ns = time.monotonic_ns()
+        ctl[ctl.Key(0)] = v
 
     def bpf_stats(self) -> Optional[dict]:
         """Cumulative run time and run count of twtrace's BPF programs, or
@@ -236,15 +334,13 @@ class Loader:
 
     def _attach_kprobes(self):
         b = self.bpf
-        # Return probes first, everywhere: a call already under way when its
-        # entry probe arrives is then seen whole or not at all (a return
-        # without its entry is ignored; an entry without its return would
-        # leave an item or a callback half counted).
+        # Return probes first: a call already under way when its entry probe
+        # arrives is then seen whole or not at all.  No maxactive: bcc then
+        # attaches through perf events, which the kernel removes when
+        # twtrace dies, however it dies.
         try:
-            b.attach_kretprobe(event="task_work_add", fn_name="add_kretprobe", maxactive=64)
             b.attach_kprobe(event="task_work_add", fn_name="add_kprobe")
-            # Callbacks sleep inside task_work_run: allow many concurrent instances.
-            b.attach_kretprobe(event="task_work_run", fn_name="run_kretprobe", maxactive=256)
+            b.attach_kretprobe(event="task_work_run", fn_name="run_kretprobe")
             b.attach_kprobe(event="task_work_run", fn_name="run_kprobe")
         except Exception as e:
             raise self._explain_attach(e)
@@ -288,7 +384,7 @@ class Loader:
             entry = "cancel_bool_entry" if (name == "task_work_cancel" and f.cancel_bool) \
                 else "cancel_ptr_entry"
             try:
-                self.bpf.attach_kretprobe(event=name, fn_name="cancel_return", maxactive=64)
+                self.bpf.attach_kretprobe(event=name, fn_name="cancel_return")
                 self.bpf.attach_kprobe(event=name, fn_name=entry)
                 f.cancel.append(name)
             except Exception:
@@ -301,26 +397,30 @@ class Loader:
             except Exception:
                 pass
 
+    def _mark_probed(self, addr: int, name: str) -> None:
+        m = self.bpf["probed"]
+        m[m.Key(addr)] = ctypes.c_uint8(1)
+        self._attached_cb[addr] = name
+        self.features.callbacks_probed.append(name)
+
     def _attach_callback(self, addr: int, name: str) -> bool:
         if addr in self._attached_cb or addr in self._failed_cb:
             return addr in self._attached_cb
         try:
-            self.bpf.attach_kretprobe(event=name, fn_name="cb_return", maxactive=256)
+            self.bpf.attach_kretprobe(event=name, fn_name="cb_return")
             self.bpf.attach_kprobe(event=name, fn_name="cb_entry")
         except Exception as e:
             self._detach_quietly(name)
             self._failed_cb[addr] = name
             self.features.callbacks_unprobed[name] = str(e).strip().splitlines()[0] if str(e) else "attach failed"
             return False
-        self._attached_cb[addr] = name
-        self.features.callbacks_probed.append(name)
+        self._mark_probed(addr, name)
         return True
 
-    def probe_new_callbacks(self) -> List[str]:
-        """Attach to callback functions first seen in an add since the last call."""
+    def probe_new_callbacks(self, funcs) -> List[str]:
+        """Attach to callback functions (addresses) not probed yet."""
         new = []
-        for k, _ in self.bpf["funcs_seen"].items():
-            addr = k.value
+        for addr in funcs:
             if addr in self._attached_cb or addr in self._failed_cb:
                 continue
             name = self.syms.name(addr)
@@ -364,31 +464,61 @@ class Loader:
             self.bpf.perf_buffer_poll(timeout_ms)
 
     # -- maps --------------------------------------------------------------
-    def read(self) -> dict:
-        """Everything the model needs, as plain values."""
+    @contextlib.contextmanager
+    def reading(self):
+        """Holds this thread at real-time priority while it reads the maps.
+
+        A map syscall raises the per-CPU counter that makes the kernel skip
+        every kprobe BPF program on that CPU until the syscall returns; if
+        the reader is preempted inside one, the thread that runs instead has
+        its adds and callbacks skipped whole.  SCHED_FIFO keeps ordinary
+        threads from preempting it there; only interrupts remain, and those
+        skips are counted (skipped_runs) and show as unmatched callbacks."""
+        if self._rt_failed:
+            yield
+            return
+        try:
+            before = os.sched_getscheduler(0), os.sched_getparam(0)
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+        except OSError:
+            self._rt_failed = True
+            self.features.rt_reads = False
+            yield
+            return
+        try:
+            yield
+        finally:
+            try:
+                os.sched_setscheduler(0, before[0], before[1])
+            except OSError:
+                pass
+
+    def drain(self) -> dict:
+        """What the kernel counted since the last drain, as plain values
+        (the maps are emptied), plus the cumulative counters."""
         b = self.bpf
-        tasks = {k.value: {"pid": v.pid, "comm": v.comm.decode(errors="replace"),
-                           "depth": v.depth, "max_depth": v.max_depth, "runs": v.runs,
-                           "last_run_ts": v.last_run_ts, "last_run_end": v.last_run_end}
-                 for k, v in b["tasks"].items()}
-        aggs = {(k.tid, k.func): {n: getattr(v, n) for n in (
-            "adds", "failed_adds", "cancels", "callbacks", "matched", "queue_sum",
-            "queue_max", "run_sum", "run_max", "notify_mask")}
-            for k, v in b["aggs"].items()}
-        hists: Dict[tuple, Dict[int, int]] = {}
-        for k, v in b["hists"].items():
-            hists.setdefault((k.tid, k.func, k.kind), {})[k.bucket] = v.value
-        pairs = {(k.adder_pid, k.tid, k.func): {"adds": v.adds,
-                                                 "adder_comm": v.adder_comm.decode(errors="replace")}
-                 for k, v in b["pairs"].items()}
+        old = self.gen
+        self.gen ^= 1
+        ctl = b["control"]
+        v = ctl.Leaf()
+        v.on, v.gen = 1, self.gen
+        ctl[ctl.Key(0)] = v
+        drainer.grace_period()  # no program still writes generation `old`
+        delta = self._drainer.drain(old)
+        delta["stats"] = self.read_stats()
+        return delta
+
+    def read_stats(self) -> dict:
+        b = self.bpf
         stats = b["stats"]
-        st = {name: stats[stats.Key(i)].value for name, i in TW_ST.items()}
+        vals = [stats[stats.Key(i)].value for i in range(len(stats))]
+        st = {name: vals[i] for name, i in TW_ST.items()}
         st["lost"] += self.lost_perf
+        st["full"] = {name: vals[i] for name, i in TW_FULL.items()}
         st["skipped"] = prog_skipped_runs(fn.fd for fn in list(b.funcs.values()))
-        raw = {"tasks": tasks, "aggs": aggs, "hists": hists, "pairs": pairs, "stats": st}
-        if self.cfg.stacks:
-            raw["stacks"] = {(k.func, k.stack_id): v.value for k, v in b["stack_counts"].items()}
-        return raw
+        if self.features.probe_mode == "kprobe" and not self._kprobe_skips_counted:
+            st["skipped"] = None  # the kernel reads 0 there: unknown, not none
+        return st
 
     def stack(self, stack_id: int) -> Optional[List[str]]:
         """The kernel stack with this id, innermost frame first, as symbols;
@@ -406,11 +536,28 @@ class Loader:
 
     def read_lost(self) -> int:
         stats = self.bpf["stats"]
-        return stats[stats.Key(TW_ST["lost"])].value + self.lost_perf
+        with self.reading():
+            return stats[stats.Key(TW_ST["lost"])].value + self.lost_perf
 
     def inflight(self) -> Dict[int, dict]:
-        return {k.value: {"ts": v.ts, "func": v.func, "tid": v.tid, "pid": v.pid}
-                for k, v in self.bpf["inflight"].items()}
+        if self._inflight is None:
+            self._inflight = drainer.Batch(self.bpf["inflight"])
+        return {drainer._int(k): {"ts": v.ts, "func": v.func, "task": v.task, "tid": v.tid,
+                                  "gen": v.gen, "pid": v.pid, "flags": v.flags}
+                for k, v in self._inflight.read()}
+
+    def task_runs(self, tasks) -> Dict[int, dict]:
+        """Run times of the given task_struct keys still alive in the kernel."""
+        m = self.bpf["tasks"]
+        out = {}
+        for t in tasks:
+            try:
+                v = m[m.Key(t)]
+            except KeyError:
+                continue
+            out[t] = {"gen": v.gen, "level": v.level, "last_run_ts": v.last_run_ts,
+                      "last_run_end": v.last_run_end}
+        return out
 
     def forget_items(self, items: Dict[int, dict]) -> Dict[int, dict]:
         """Drop settled items from the in-flight map; returns those this call

@@ -2,9 +2,8 @@
 record format's lines (docs/format.md). No bcc, no terminal: unit-tested
 without root.
 
-`raw` is the loader's read(): tasks {tid: {...}}, aggs {(tid, func): {...}},
-hists {(tid, func, kind): {bucket: count}}, pairs {(adder_pid, tid, func):
-{...}}, stats {...}. `name(addr)` resolves a callback address to a symbol.
+Lines are built from twtrace.totals.Totals (cumulative, from the kernel's
+drained deltas). `name(addr)` resolves a callback address to a symbol.
 """
 from __future__ import annotations
 
@@ -12,10 +11,11 @@ import re
 from typing import Callable, Dict, Iterable, List, Optional
 
 from twtrace.hist import Histogram
+from twtrace.totals import Totals
 
 NOTIFY_NAMES = {0: "none", 1: "resume", 2: "signal", 3: "signal_no_ipi", 4: "nmi_current"}
 QUEUE, RUN = 0, 1
-CB_MATCHED, CB_UNTIMED = 1, 2  # callback event flags (bpf/twtrace.h)
+CB_MATCHED, CB_UNTIMED, CB_NORUN = 1, 2, 4  # callback event flags (bpf/twtrace.h)
 TOP_ADDERS = 5
 TOP_STACKS = 5
 
@@ -35,54 +35,47 @@ def _latency(hist: Histogram, max_ns: int, sum_ns: int) -> dict:
 
 
 class Snapshotter:
-    """Builds snapshot/task/func lines from raw kernel state."""
+    """Builds snapshot/task/func lines from cumulative Totals."""
 
     def __init__(self, name: Callable[[int], Optional[str]], probed: Callable[[int], bool],
-                 comm: Optional[str] = None,
                  stack: Optional[Callable[[int], Optional[List[str]]]] = None):
         self.name = name
         self.probed = probed
         self.stack = stack  # stack id -> frames, with --stacks
-        self.comm_re = re.compile(comm) if comm else None
 
     def fname(self, addr: int) -> str:
         return self.name(addr) or hexaddr(addr)
 
-    def _task_wanted(self, comm: str) -> bool:
-        return self.comm_re is None or bool(self.comm_re.search(comm))
-
-    def lines(self, raw: dict, ts_ns: int, seq: int, final: bool) -> List[dict]:
-        tasks = raw["tasks"]
-        keep = {tid for tid, t in tasks.items() if self._task_wanted(t["comm"])}
-        aggs = {k: v for k, v in raw["aggs"].items() if k[0] in keep}
-        hists = {k: Histogram(v) for k, v in raw["hists"].items() if k[0] in keep}
-        st = raw.get("stats", {})
+    def lines(self, tot: Totals, stats: dict, ts_ns: int, seq: int, final: bool) -> List[dict]:
         out = [{"type": "snapshot", "ts_ns": ts_ns, "seq": seq, "final": final,
-                "lost_events": st.get("lost", 0), "evicted": st.get("evicted", 0)}]
-        out += self._task_lines(tasks, keep, aggs, hists)
-        funcs = self._func_lines(tasks, aggs, hists, raw["pairs"], keep)
-        if "stacks" in raw and self.stack is not None:
-            for line, func in zip(funcs, sorted({f for _, f in aggs}, key=self.fname)):
-                line["stacks"] = top_stacks(raw["stacks"], func, self.stack)
-        return out + funcs
+                "lost_events": stats.get("lost", 0), "evicted": full_total(stats),
+                "full": dict(stats.get("full", {}))}]
+        out += self._task_lines(tot)
+        funcs = self._func_lines(tot)
+        if self.stack is not None and tot.stacks:
+            for line, func in funcs:
+                line["stacks"] = top_stacks(tot.stacks, func, self.stack)
+        return out + [line for line, _ in funcs]
 
-    def _task_lines(self, tasks, keep, aggs, hists) -> List[dict]:
-        by_tid: Dict[int, List[tuple]] = {}
-        for (tid, func), a in aggs.items():
-            by_tid.setdefault(tid, []).append((func, a))
+    def _task_lines(self, tot: Totals) -> List[dict]:
+        by_task: Dict[tuple, List[tuple]] = {}
+        for (tk, func), a in tot.aggs.items():
+            by_task.setdefault(tk, []).append((func, a))
         rows = []
-        for tid in sorted(keep):
-            t = tasks[tid]
-            parts = by_tid.get(tid, [])
+        for tk in sorted(tot.tasks):
+            t = tot.tasks[tk]
+            parts = by_task.get(tk, [])
             q, r = Histogram(), Histogram()
             for func, _ in parts:
-                q.merge(hists.get((tid, func, QUEUE), Histogram()))
-                r.merge(hists.get((tid, func, RUN), Histogram()))
+                q.merge(tot.hists.get((tk, func, QUEUE), Histogram()))
+                r.merge(tot.hists.get((tk, func, RUN), Histogram()))
             busiest = max(parts, key=lambda p: (p[1]["callbacks"], p[1]["adds"]), default=None)
+            sums = _sums(a for _, a in parts)
             rows.append({
-                "type": "task", "tid": tid, "pid": t["pid"], "comm": t["comm"],
-                **_sums(a for _, a in parts),
+                "type": "task", "tid": t["tid"], "pid": t["pid"], "comm": t["comm"], **sums,
+                "unmatched": sum(a["callbacks"] - a["matched"] for _, a in parts),
                 "runs": t["runs"], "depth": max(0, t["depth"]), "max_depth": t["max_depth"],
+                "exited": t["exited"],
                 "queue_ns": _latency(q, max((a["queue_max"] for _, a in parts), default=0),
                                      sum(a["queue_sum"] for _, a in parts)),
                 "run_ns": _latency(r, max((a["run_max"] for _, a in parts), default=0),
@@ -91,33 +84,42 @@ class Snapshotter:
             })
         return rows
 
-    def _func_lines(self, tasks, aggs, hists, pairs, keep) -> List[dict]:
+    def _func_lines(self, tot: Totals) -> List[tuple]:
         by_func: Dict[int, List[tuple]] = {}
-        for (tid, func), a in aggs.items():
-            by_func.setdefault(func, []).append((tid, a))
+        for (tk, func), a in tot.aggs.items():
+            by_func.setdefault(func, []).append((tk, a))
         rows = []
-        for func in sorted(by_func, key=self.fname):
-            parts = by_func[func]
-            q, r = Histogram(), Histogram()
-            for tid, _ in parts:
-                q.merge(hists.get((tid, func, QUEUE), Histogram()))
-                r.merge(hists.get((tid, func, RUN), Histogram()))
-            adders = sorted(((k, v) for k, v in pairs.items() if k[2] == func and k[1] in keep),
+        for func in sorted(set(by_func) | set(tot.gone), key=self.fname):
+            parts = [a for _, a in by_func.get(func, [])]
+            if func in tot.gone:
+                parts.append(tot.gone[func])
+            q = Histogram().merge(tot.gone_hists.get((func, QUEUE), Histogram()))
+            r = Histogram().merge(tot.gone_hists.get((func, RUN), Histogram()))
+            for tk, _ in by_func.get(func, []):
+                q.merge(tot.hists.get((tk, func, QUEUE), Histogram()))
+                r.merge(tot.hists.get((tk, func, RUN), Histogram()))
+            adders = sorted(((k, v) for k, v in tot.pairs.items() if k[2] == func),
                             key=lambda kv: -kv[1]["adds"])[:TOP_ADDERS]
-            rows.append({
-                "type": "func", "func": self.fname(func), **_sums(a for _, a in parts),
-                "queue_ns": _latency(q, max(a["queue_max"] for _, a in parts),
-                                     sum(a["queue_sum"] for _, a in parts)),
-                "run_ns": _latency(r, max(a["run_max"] for _, a in parts),
-                                   sum(a["run_sum"] for _, a in parts)),
+            rows.append(({
+                "type": "func", "func": self.fname(func), **_sums(parts),
+                "unmatched": sum(a["callbacks"] - a["matched"] for a in parts),
+                "queue_ns": _latency(q, max(a["queue_max"] for a in parts),
+                                     sum(a["queue_sum"] for a in parts)),
+                "run_ns": _latency(r, max(a["run_max"] for a in parts),
+                                   sum(a["run_sum"] for a in parts)),
                 "probed": self.probed(func),
                 "notify": [notify_name(m) for m in range(32)
-                           if any(a["notify_mask"] >> m & 1 for _, a in parts)],
-                "adders": [{"adder_pid": k[0], "adder_comm": v["adder_comm"], "tid": k[1],
-                            "comm": tasks.get(k[1], {}).get("comm", "?"), "adds": v["adds"]}
+                           if any(a["notify_mask"] >> m & 1 for a in parts)],
+                "adders": [{"adder_pid": k[0], "adder_comm": v["adder_comm"], "tid": k[1][0],
+                            "comm": tot.tasks.get(k[1], {}).get("comm", "?"), "adds": v["adds"]}
                            for k, v in adders],
-            })
+            }, func))
         return rows
+
+
+def full_total(stats: dict) -> int:
+    """Entries that did not fit any bounded map, all maps together."""
+    return sum(stats.get("full", {}).values())
 
 
 def top_stacks(counts: Dict[tuple, int], func: int,
@@ -144,13 +146,20 @@ def _sums(aggs: Iterable[dict]) -> dict:
     return s
 
 
-def summary_line(task_lines: List[dict], stats: dict, duration_ns: int, interrupted: bool,
-                 exit_status: Optional[int]) -> dict:
-    s = _sums(t for t in task_lines if t["type"] == "task")
+def summary_line(task_lines: List[dict], func_lines: List[dict], stats: dict, duration_ns: int,
+                 interrupted: bool, exit_status: Optional[int]) -> dict:
+    """Totals over functions (which include tasks let go), and every way an
+    item can be missed, each counted on its own."""
+    s = _sums(f for f in func_lines if f["type"] == "func")
     return {"type": "summary", "duration_ns": duration_ns, "items": s["adds"] - s["failed_adds"],
-            **s, "lost_events": stats["lost"], "evicted": stats["evicted"],
-            "unmatched": stats["unmatched"], "untimed": stats.get("untimed", 0),
-            "skipped_runs": stats.get("skipped"), "recovered": stats.get("recovered", 0),
+            **s, "tasks": sum(1 for t in task_lines if t["type"] == "task"),
+            "lost_events": stats["lost"], "evicted": full_total(stats),
+            "full": dict(stats.get("full", {})),
+            "unmatched": sum(f["unmatched"] for f in func_lines if f["type"] == "func"),
+            "untimed": stats.get("untimed", 0) + stats.get("settled", 0),
+            "no_run_time": stats.get("noret", 0), "resync": stats.get("resync", 0),
+            "stack_collisions": stats.get("stack_collisions", 0),
+            "skipped_runs": stats.get("skipped"),
             "interrupted": interrupted,
             "exit_status": exit_status, "complete": True}
 
@@ -173,11 +182,15 @@ def event_line(ev: dict, fname: Callable[[int], str], probed: Callable[[int], bo
     if kind == "callback":
         matched = bool(ev["flags"] & CB_MATCHED)
         untimed = bool(ev["flags"] & CB_UNTIMED)
-        return {**base, "work": hexaddr(ev["work"]), "func": fname(ev["func"]),
+        norun = bool(ev["flags"] & CB_NORUN)
+        line = {**base, "work": hexaddr(ev["work"]), "func": fname(ev["func"]),
                 "tid": ev["tid"], "pid": ev["pid"], "comm": ev["comm"],
-                "queue_ns": ev["queue_ns"] if matched else None,
-                "run_ns": None if untimed else ev["dur_ns"],
-                "timing": "batch" if untimed else "exact"}
+                "queue_ns": ev["queue_ns"] if matched and not untimed else None,
+                "run_ns": None if untimed or norun else ev["dur_ns"],
+                "timing": "batch" if untimed else "exact", "matched": matched}
+        if untimed:  # what was observed: it started between these
+            line["queue_ns_bounds"] = [ev["queue_ns"], ev["dur_ns"]]
+        return line
     if kind == "cancel":
         return {**base, "work": hexaddr(ev["work"]), "func": fname(ev["func"]),
                 "tid": ev["tid"], "pid": ev["pid"]}
@@ -185,64 +198,37 @@ def event_line(ev: dict, fname: Callable[[int], str], probed: Callable[[int], bo
             "callbacks": ev["count"], "dur_ns": ev["dur_ns"]}
 
 
-def batch_callback_lines(stale: Dict[int, dict], tasks: dict, fname: Callable[[int], str]) -> List[dict]:
-    """Callback lines for items settled by stale_items: timed at batch level,
-    from the start of the target's latest task_work_run when that came after
-    the add (the callback ran in it or in a later one)."""
-    out = []
-    for work, it in sorted(stale.items(), key=lambda kv: kv[1]["ts"]):
-        t = tasks.get(it["tid"], {})
-        run_ts = t.get("last_run_ts", 0)
-        after = run_ts > it["ts"]
-        out.append({"type": "callback", "ts_ns": run_ts if after else it["ts"],
-                    "work": hexaddr(work), "func": fname(it["func"]), "tid": it["tid"],
-                    "pid": it["pid"], "comm": t.get("comm", "?"),
-                    "queue_ns": run_ts - it["ts"] if after else None,
-                    "run_ns": None, "timing": "batch"})
-    return out
-
-
-def stale_items(inflight: Dict[int, dict], tasks: dict,
-                exited: Iterable[int] = ()) -> Dict[int, dict]:
-    """In-flight items whose callback must have run untimed.
+def stale_items(inflight: Dict[int, dict], runs: Dict[int, dict]) -> Dict[int, dict]:
+    """In-flight items whose callback must have run unseen.
 
     task_work_run runs every item queued before it was entered, so an item
     older than its task's latest completed task_work_run has run; so has
-    every item of a task that has exited (exit_task_work runs them all and
-    later adds fail).  Untimed, because the function was not probed yet
-    (probes are attached once a new function is seen) or cannot be probed."""
-    exited = set(exited)
+    every item of a task the kernel has let go (its task_struct was freed:
+    exit_task_work ran them all).  `runs` is the loader's task_runs(), keyed
+    by task_struct; an entry of another incarnation counts as let go."""
     out = {}
     for w, it in inflight.items():
-        t = tasks.get(it["tid"])
-        ran = t is not None and it["ts"] < t["last_run_ts"] <= t.get("last_run_end", 0)
-        if ran or it["tid"] in exited:
+        t = runs.get(it["task"])
+        if t is None or t["gen"] != it["gen"]:
             out[w] = it
+            continue
+        done = t["level"] == 0 and it["ts"] < t["last_run_ts"] <= t["last_run_end"]
+        if done:
+            out[w] = {**it, "_run": (t["last_run_ts"], t["last_run_end"])}
     return out
 
 
-class Settled:
-    """Callbacks that ran untimed (see stale_items), counted in user space
-    and added to what the kernel counted."""
-
-    def __init__(self) -> None:
-        self.callbacks: Dict[tuple, int] = {}
-        self.per_task: Dict[int, int] = {}
-
-    def add(self, items: Dict[int, dict]) -> None:
-        for it in items.values():
-            key = (it["tid"], it["func"])
-            self.callbacks[key] = self.callbacks.get(key, 0) + 1
-            self.per_task[it["tid"]] = self.per_task.get(it["tid"], 0) + 1
-
-    def apply(self, raw: dict) -> dict:
-        """raw with settled callbacks counted and taken off depth (a copy)."""
-        aggs = dict(raw["aggs"])
-        for key, n in self.callbacks.items():
-            if key in aggs:
-                aggs[key] = {**aggs[key], "callbacks": aggs[key]["callbacks"] + n}
-        tasks = dict(raw["tasks"])
-        for tid, n in self.per_task.items():
-            if tid in tasks:
-                tasks[tid] = {**tasks[tid], "depth": tasks[tid]["depth"] - n}
-        return {**raw, "aggs": aggs, "tasks": tasks}
+def batch_callback_lines(stale: Dict[int, dict], fname: Callable[[int], str],
+                         now_ns: int) -> List[dict]:
+    """Callback lines for items settled by stale_items: no start time was
+    seen, so the queue latency is given as the interval it must lie in."""
+    out = []
+    for work, it in sorted(stale.items(), key=lambda kv: kv[1]["ts"]):
+        run_ts, run_end = it.get("_run", (0, now_ns))
+        lo = max(0, run_ts - it["ts"])
+        out.append({"type": "callback", "ts_ns": max(run_ts, it["ts"]),
+                    "work": hexaddr(work), "func": fname(it["func"]), "tid": it["tid"],
+                    "pid": it["pid"], "comm": it.get("comm", "?"),
+                    "queue_ns": None, "queue_ns_bounds": [lo, max(lo, run_end - it["ts"])],
+                    "run_ns": None, "timing": "batch", "matched": True})
+    return out

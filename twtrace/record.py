@@ -161,11 +161,14 @@ def run(opts: RecordOptions) -> int:
         loader.close()
 
 
+DRAIN_S = 1.0  # the kernel holds at most this much activity between drains
+
+
 def _trace(opts, out, stop, loader, features, model) -> int:
     fname = lambda a: loader.syms.name(a) or model.hexaddr(a)  # noqa: E731
     session = Session(loader, opts.comm)
     comm_re = re.compile(opts.comm) if opts.comm else None
-    start_ns = time.monotonic_ns()
+    start_ns = loader.start_ns  # the window opened: nothing before it is counted
     out.write({
         "type": "header", "schema": SCHEMA, "twtrace": __version__,
         "kernel": platform.release(), "arch": platform.machine(),
@@ -197,7 +200,7 @@ def _trace(opts, out, stop, loader, features, model) -> int:
         os.close(gate)
     deadline = start_ns + opts.duration * 1e9 if opts.duration else None
     next_snap = start_ns + opts.interval * 1e9 if opts.interval else None
-    next_probe = start_ns + 0.5e9
+    next_drain = start_ns + DRAIN_S * 1e9
     seq, lost_seen, exit_status = 0, 0, None
     while not stop:
         loader.poll(100) if opts.events else time.sleep(0.1)
@@ -206,38 +209,45 @@ def _trace(opts, out, stop, loader, features, model) -> int:
             break
         if deadline and now >= deadline:
             break
-        if now >= next_probe:
-            loader.probe_new_callbacks()
-            next_probe = now + 0.5e9
         if next_snap and now >= next_snap:
             lost_seen = _lost_line(out, loader, lost_seen, now)
             _snapshot(out, session, now, seq, False, opts.events)
             seq += 1
             next_snap = now + opts.interval * 1e9
+            next_drain = now + DRAIN_S * 1e9
+        elif now >= next_drain:  # keeps the kernel's maps small; finds new callbacks
+            _drain(out, session, opts.events)
+            next_drain = now + DRAIN_S * 1e9
     if proc:
         exit_status = _finish_command(proc, stop)
     for _ in range(3):  # drain what the buffers still hold
         loader.poll(20)
     now = time.monotonic_ns()
     _lost_line(out, loader, lost_seen, now)
-    raw, lines = _snapshot(out, session, now, seq, True, opts.events)
+    lines = _snapshot(out, session, now, seq, True, opts.events)
     tasks = [line for line in lines if line["type"] == "task"]
-    out.write(model.summary_line(tasks, raw["stats"], now - start_ns, bool(stop), exit_status))
+    funcs = [line for line in lines if line["type"] == "func"]
+    out.write(model.summary_line(tasks, funcs, session.stats, now - start_ns, bool(stop),
+                                 exit_status))
     out.finish()
     if exit_status is not None:
         return exit_status
     return 0
 
 
-def _snapshot(out, session, now, seq, final, events):
-    raw, batch_lines = session.read()
+def _drain(out, session, events):
+    batch_lines = session.read()
     if events:
         for line in batch_lines:
             out.write(line)
-    lines = session.lines(raw, now, seq, final)
+
+
+def _snapshot(out, session, now, seq, final, events):
+    _drain(out, session, events)
+    lines = session.lines(now, seq, final)
     for line in lines:
         out.write(line)
-    return raw, lines
+    return lines
 
 
 def _lost_line(out, loader, seen, now) -> int:

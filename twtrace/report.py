@@ -86,8 +86,9 @@ def _render_header(record: Record, snap: Optional[Snapshot], console: Console) -
         ("callbacks", Text(format_count(s["callbacks"]))),
         ("cancels", Text(format_count(s["cancels"]))),
         ("lost events", _flag(lost, WARN)),
-        ("evicted", _flag(s["evicted"], WARN)),
+        ("maps full", _full(s)),
         ("unmatched", _flag(s["unmatched"], CAUTION)),
+        ("no run time", _flag(s.get("no_run_time", 0), CAUTION)),
         ("skipped runs", _skipped(s)),
         ("ended", Text(ended, style=CAUTION if s["interrupted"] else "")),
     ]
@@ -120,7 +121,10 @@ def _render_header(record: Record, snap: Optional[Snapshot], console: Console) -
     if lost:
         notes.append(f"{format_count(lost)} events were lost")
     if s["evicted"]:
-        notes.append(f"{format_count(s['evicted'])} items or stats did not fit in kernel maps")
+        where = ", ".join(f"{k} {format_count(v)}" for k, v in sorted((s.get("full") or {}).items())
+                          if v)
+        notes.append(f"{format_count(s['evicted'])} entries did not fit in kernel maps"
+                     + (f" ({where})" if where else ""))
     if notes:
         console.print(Text("; ".join(notes) + ": counts below are lower bounds.", style=WARN))
 
@@ -129,15 +133,21 @@ def _flag(n: int, style: str) -> Text:
     return Text(format_count(n), style=style if n else "")
 
 
+def _full(s: dict) -> Text:
+    """Entries that did not fit, per map when the recording says which."""
+    per = {k: v for k, v in (s.get("full") or {}).items() if v}
+    if not per:
+        return _flag(s["evicted"], WARN)
+    return Text(", ".join(f"{k} {format_count(v)}" for k, v in sorted(per.items())), style=WARN)
+
+
 def _skipped(s: dict) -> Text:
-    """Kernel-skipped probe runs, and how many of the adds they hit were
-    rebuilt; unknown (older kernels or recordings) is shown as such."""
+    """Probe runs the kernel skipped (its recursion guard); unknown where the
+    kernel does not count them (before 5.12; kprobes before 6.7)."""
     n = s.get("skipped_runs")
     if n is None:
         return Text("unknown", style="dim")
-    rec = s.get("recovered", 0)
-    text = format_count(n) + (f" ({format_count(rec)} adds rebuilt)" if rec else "")
-    return Text(text, style=CAUTION if n > rec else "")
+    return Text(format_count(n), style=CAUTION if n else "")
 
 
 def _label(text: str) -> Text:

@@ -1,44 +1,50 @@
-"""What `record` and `top` share: reading a started Loader into the record
-format's lines, with callbacks that ran untimed settled (model.stale_items).
+"""What `record` and `top` share: draining a started Loader into cumulative
+Totals, settling items whose callback ran unseen, and building the record
+format's lines.
 
 It sits between the loader (bcc) and the pure model, so neither needs the
-other; the only thing it adds is asking /proc which tasks still exist.
+other.
 """
 from __future__ import annotations
 
-import os
-from typing import Dict, List, Optional, Set, Tuple
+import time
+from typing import List, Optional
 
 from twtrace import model
-
-
-def task_exists(pid: int, tid: int) -> bool:
-    return os.path.exists(f"/proc/{pid}/task/{tid}")
+from twtrace.totals import Totals
 
 
 class Session:
-    def __init__(self, loader, comm: Optional[str] = None):
+    def __init__(self, loader, comm: Optional[str] = None, keep_exited: bool = True):
         self.loader = loader
         stack = loader.stack if loader.cfg.stacks else None
-        self.snap = model.Snapshotter(loader.syms.name, loader.probed, comm, stack)
-        self.settled = model.Settled()
+        self.snap = model.Snapshotter(loader.syms.name, loader.probed, stack)
+        self.totals = Totals(comm, keep_exited=keep_exited)
+        self.stats: dict = {"lost": 0, "full": {}}
+        self.settled = 0
+        self.read_ns = 0  # what the latest read() cost, wall time
 
-    def read(self) -> Tuple[dict, List[dict]]:
-        """(raw kernel state with settled callbacks counted, batch-timed
-        callback lines for the items settled by this read)."""
-        raw = self.loader.read()
-        inflight = self.loader.inflight()
-        gone = self.loader.forget_items(
-            model.stale_items(inflight, raw["tasks"], _exited(inflight)))
-        self.settled.add(gone)
-        raw = self.settled.apply(raw)
-        return raw, model.batch_callback_lines(gone, raw["tasks"], self.snap.fname)
+    def read(self) -> List[dict]:
+        """Drains the kernel into the totals; returns batch-timed callback
+        lines for the items this read settled."""
+        t0 = time.monotonic_ns()
+        with self.loader.reading():
+            delta = self.loader.drain()
+            inflight = self.loader.inflight()
+            runs = self.loader.task_runs({it["task"] for it in inflight.values()})
+            gone = self.loader.forget_items(model.stale_items(inflight, runs))
+        seen = self.totals.apply(delta)
+        self.loader.probe_new_callbacks(f for f in seen if not self.loader.probed(f))
+        self.totals.settle(gone.values())
+        self.settled += len(gone)
+        self.stats = {**delta["stats"], "settled": self.settled}
+        self.read_ns = time.monotonic_ns() - t0
+        for it in gone.values():
+            t = self.totals.tasks.get((it["tid"], it["gen"]))
+            it["comm"] = t["comm"] if t else "?"
+        return model.batch_callback_lines(gone, self.snap.fname, time.monotonic_ns())
 
-    def lines(self, raw: dict, ts_ns: int, seq: int, final: bool) -> List[dict]:
-        return self.snap.lines(raw, ts_ns, seq, final)
-
-
-def _exited(inflight: Dict[int, dict]) -> Set[int]:
-    # Only tasks with items still queued are looked up: usually none or few.
-    tids = {(it["pid"], it["tid"]) for it in inflight.values()}
-    return {tid for pid, tid in tids if not task_exists(pid, tid)}
+    def lines(self, ts_ns: int, seq: int, final: bool) -> List[dict]:
+        out = self.snap.lines(self.totals, self.stats, ts_ns, seq, final)
+        out[0]["read_ns"] = self.read_ns  # the cost of reading the kernel for it
+        return out

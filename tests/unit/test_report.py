@@ -44,7 +44,7 @@ def test_report_shows_final_snapshot_numbers(sample, width):
 
     for word in ("6.8.0-test", "x86_64", "fentry", "testhost", "1.50s", "sleep 1"):
         assert word in text
-    assert "3 events were lost; 2 items or stats did not fit" in text
+    assert "3 events were lost; 2 entries did not fit in kernel maps" in text
 
     tasks, funcs = final_aggregates(lines)
     for t in tasks:
@@ -152,7 +152,7 @@ def test_lost_and_evicted_highlighted(sample):
         return m.group(2), re.findall(r"\x1b\[([0-9;]*)m", m.group(1))[-1]
 
     assert value_and_style("lost events") == ("3", "1;31")
-    assert value_and_style("evicted") == ("2", "1;31")
+    assert value_and_style("maps full") == ("2", "1;31")
     assert value_and_style("unmatched") == ("1", "33")
     assert value_and_style("cancels") == ("1", "0")
 
@@ -177,9 +177,10 @@ def test_long_names_and_big_numbers_fit_80_columns(tmp_path):
 @pytest.mark.parametrize("fields, shown", [
     ({}, "skipped runs unknown"),  # recordings from kernels before 5.12, or older twtrace
     ({"skipped_runs": 0, "recovered": 0}, "skipped runs 0"),
-    ({"skipped_runs": 2, "recovered": 2}, "skipped runs 2 (2 adds rebuilt)"),
+    ({"skipped_runs": 2}, "skipped runs 2"),
+    ({"full": {"aggs": 2, "tasks": 0}}, "maps full aggs 2"),  # which map ran out of room
 ])
-def test_skipped_probe_runs_and_rebuilt_adds(tmp_path, fields, shown):
+def test_skipped_probe_runs_and_full_maps(tmp_path, fields, shown):
     lines = sr.sample_lines()
     lines[-1] = {**lines[-1], **fields}
     text = render(read_record(sr.write_jsonl(tmp_path / "s.jsonl", lines)), 200)

@@ -19,6 +19,8 @@ class FakeLoader:
 
     def __init__(self, cfg):
         self.cfg = cfg
+        self.start_ns = 0
+        self.stack = None
         self.syms = types.SimpleNamespace(name=NAMES.get)
         self.features = types.SimpleNamespace(callbacks_unprobed={}, probe_mode="kprobe")
         self.reads = 0
@@ -33,12 +35,19 @@ class FakeLoader:
     def probed(self, addr):
         return True
 
-    def probe_new_callbacks(self):
+    def probe_new_callbacks(self, funcs):
         self.probes += 1
         return []
 
     def inflight(self):
         return {}
+
+    def task_runs(self, tasks):
+        return {}
+
+    def reading(self):
+        import contextlib
+        return contextlib.nullcontext()
 
     def forget_items(self, items):
         return {}
@@ -47,26 +56,27 @@ class FakeLoader:
         self.run_time_ns += 5_000_000
         return {"run_time_ns": self.run_time_ns, "run_cnt": self.reads}
 
-    def read(self):
+    def drain(self):
+        """Each drain holds what happened since the last one: 10 more items."""
         self.reads += 1
-        n = self.reads * 10
 
-        def agg(adds):
-            return {"adds": adds, "failed_adds": 0, "cancels": 0, "callbacks": adds,
-                    "matched": adds, "queue_sum": adds * 1000, "queue_max": 1000,
-                    "run_sum": adds * 100, "run_max": 100, "notify_mask": 2}
+        def agg(adds, pid, comm, max_depth):
+            return {"pid": pid, "comm": comm, "adds": adds, "failed_adds": 0, "cancels": 0,
+                    "cancels_matched": 0, "callbacks": adds, "matched": adds, "timed": adds,
+                    "queue_sum": adds * 1000, "queue_max": 1000, "run_sum": adds * 100,
+                    "run_max": 100, "run_cnt": adds, "notify_mask": 2,
+                    "max_depth": max_depth, "runs": adds}
 
+        first = self.reads == 1
         return {
-            "tasks": {7: {"pid": 7, "comm": "worker", "depth": 0, "max_depth": 2, "runs": n,
-                          "last_run_ts": 0},
-                      8: {"pid": 7, "comm": "helper", "depth": 1, "max_depth": 1, "runs": 1,
-                          "last_run_ts": 0}},
-            "aggs": {(7, FPUT): agg(n), (8, CID): agg(1)},
-            "hists": {(7, FPUT, 0): {200: n}, (7, FPUT, 1): {100: n},
-                      (8, CID, 0): {200: 1}, (8, CID, 1): {100: 1}},
-            "pairs": {(7, 7, FPUT): {"adds": n, "adder_comm": "worker"},
-                      (1, 8, CID): {"adds": 1, "adder_comm": "init"}},
-            "stats": {"lost": 0, "evicted": 0, "unmatched": 0, "nested": 0},
+            "aggs": {(7, 1, FPUT): agg(10, 7, "worker", 2),
+                     **({(8, 2, CID): agg(1, 7, "helper", 1)} if first else {})},
+            "hists": {(7, 1, FPUT, 0): {200: 10}, (7, 1, FPUT, 1): {100: 10},
+                      **({(8, 2, CID, 0): {200: 1}, (8, 2, CID, 1): {100: 1}} if first else {})},
+            "pairs": {(7, 7, 1, FPUT): {"adds": 10, "adder_comm": "worker"},
+                      **({(1, 8, 2, CID): {"adds": 1, "adder_comm": "init"}} if first else {})},
+            "retired": {},
+            "stats": {"lost": 0, "full": {}, "unmatched": 0},
         }
 
     def close(self):

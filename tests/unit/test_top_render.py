@@ -52,7 +52,7 @@ def test_80x24_screen_fits_and_shows_the_essentials(make_state):
     assert all(len(line) <= 80 for line in lines)
     assert "db1" in lines[0] and "6.1.0-18-amd64" in lines[0] and "fentry" in lines[0]
     assert "every 1s" in lines[0] and "REPLAY" in lines[0]
-    assert "items 225/s" in lines[1] and "lost 5" in lines[1] and "evicted 0" in lines[1]
+    assert "items 225/s" in lines[1] and "lost 5" in lines[1] and "full 0" in lines[1] and "unmatched 0" in lines[1]
     assert lines[2].startswith("Tasks: 6")
     head = lines[3]
     for col in ("PID", "COMM", "ADD/s▼", "CB/s", "DEP", "Q99", "R99"):

@@ -8,7 +8,7 @@ import pytest
 import synth_record as sr
 from twtrace.top import keys, metrics
 from twtrace.top.sample import Meta, Sample, group_samples
-from twtrace.top.sources import ReplaySource, lost_before_snapshots, only_funcs
+from twtrace.top.sources import ReplaySource, lost_before_snapshots
 from twtrace.top.state import (FUNCS, INTERVALS, TASKS, Filters, TopState, step_interval,
                                text_matcher)
 
@@ -329,14 +329,3 @@ def test_replay_of_a_single_final_snapshot_shows_at_once(tmp_path):
     src = ReplaySource(str(sr.write_jsonl(tmp_path / "one.jsonl", lines)), speed=1)
     s = src.next(1.0)
     assert s is not None and s.tasks[0]["tid"] == 100 and src.done
-
-
-def test_only_funcs_narrows_raw_kernel_state():
-    raw = {"tasks": {1: {"comm": "a"}, 2: {"comm": "b"}},
-           "aggs": {(1, 10): {"adds": 1}, (2, 20): {"adds": 2}},
-           "hists": {(1, 10, 0): {5: 1}, (2, 20, 0): {6: 1}},
-           "pairs": {(1, 1, 10): {"adds": 1}, (1, 2, 20): {"adds": 2}}, "stats": {"lost": 0}}
-    got = only_funcs(raw, lambda addr: addr == 20)
-    assert list(got["tasks"]) == [2] and list(got["aggs"]) == [(2, 20)]
-    assert list(got["hists"]) == [(2, 20, 0)] and list(got["pairs"]) == [(1, 2, 20)]
-    assert got["stats"] == {"lost": 0}

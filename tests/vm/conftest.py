@@ -3,6 +3,7 @@ tests, restarted if a test leaves it dead. The session's temporary directory
 is shared with the guest at the same path, so tmp_path works on both sides."""
 import os
 import shutil
+import socket
 
 import pytest
 
@@ -11,6 +12,25 @@ from twtrace.vm import builder, cells
 from twtrace.vm.machine import Machine, VMError
 
 CI = bool(os.environ.get("TWTRACE_CI") or os.environ.get("CI"))
+# Every VM test has its own bound, well inside a cell's (TWTRACE_CELL_TIMEOUT):
+# a hung test fails by name with its output, and the cell goes on.
+VM_TEST_TIMEOUT = float(os.environ.get("TWTRACE_VM_TEST_TIMEOUT", "900"))
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "tests/vm/" in str(item.fspath) and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(VM_TEST_TIMEOUT, method="signal"))
+
+
+SERVE_PORT = 19868  # inside the guest
+
+
+def free_port() -> int:
+    """A TCP port free on the host's loopback now (QEMU binds it right after)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _cant_run(reason):
@@ -49,8 +69,9 @@ class _Session:
         if self.machine is None or not self.machine.alive:
             if self.machine is not None:
                 self.machine.cleanup()
+            # One forwarded port for test_serve: host 127.0.0.1:<free> -> guest SERVE_PORT.
             self.machine = Machine(self.cell, guest=self.guest, shares=[self.share],
-                                   memory_mb=1024)
+                                   memory_mb=1024, forwards=[(free_port(), SERVE_PORT)])
             try:
                 self.machine.start()
             except VMError as e:

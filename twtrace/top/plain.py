@@ -27,7 +27,8 @@ def summary_line(state: TopState) -> Text:
     t = state.totals
     line = Text(f"{stamp(state)} items {format_rate(t.items_s)} adds {format_rate(t.adds_s)} "
                 f"callbacks {format_rate(t.cb_s)} lost {format_count(t.lost)} "
-                f"evicted {format_count(t.evicted)}", style="bold")
+                f"evicted {format_count(t.evicted)} unmatched {format_count(t.unmatched)}",
+                style="bold")
     if t.bpf_pct is not None or t.cpu_pct is not None:
         line.append(f" cost bpf {fmt_pct(t.bpf_pct)} cpu {fmt_pct(t.cpu_pct)}")
     return line

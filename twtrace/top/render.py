@@ -81,10 +81,10 @@ def header_lines(state: TopState, width: int) -> List[Text]:
     first = _spread(left, right, width)
 
     second = Text()
-    for label, value in (("items", format_rate(t.items_s)), ("callbacks", format_rate(t.cb_s))):
+    for label, value in (("items", format_rate(t.items_s)), ("cb", format_rate(t.cb_s))):
         second.append(f"{label} ", style="bold")
         second.append(f"{value}  ")
-    for label, value in (("lost", t.lost), ("evicted", t.evicted)):
+    for label, value in (("lost", t.lost), ("full", t.evicted), ("unmatched", t.unmatched)):
         second.append(f"{label} ", style="bold")
         second.append(format_count(value), style=WARN if value else "")
         second.append("  ")

@@ -20,6 +20,7 @@ from typing import Callable, Dict, List, Optional
 
 from twtrace.errors import UserError
 from twtrace.session import Session
+from twtrace.totals import narrowed
 from twtrace.top.sample import Meta, Sample
 
 
@@ -117,19 +118,6 @@ def lost_before_snapshots(path: str) -> List[int]:
     return out
 
 
-def only_funcs(raw: dict, wanted: Callable[[int], bool]) -> dict:
-    """The loader's raw state narrowed to callback functions (by address)
-    that `wanted` accepts; tasks left with none of them are dropped, so the
-    task lines count only those functions (depth stays the task's whole
-    queue: the kernel keeps it per task)."""
-    aggs = {k: v for k, v in raw["aggs"].items() if wanted(k[1])}
-    tids = {k[0] for k in aggs}
-    return {**raw, "aggs": aggs,
-            "tasks": {t: v for t, v in raw["tasks"].items() if t in tids},
-            "hists": {k: v for k, v in raw["hists"].items() if wanted(k[1])},
-            "pairs": {k: v for k, v in raw["pairs"].items() if wanted(k[2])}}
-
-
 def bpf_stats(loader) -> Optional[Dict[str, int]]:
     """The loader's cumulative BPF run time, when it offers it."""
     fn = getattr(loader, "bpf_stats", None)
@@ -164,8 +152,10 @@ class LiveSource:
         except BaseException:
             self.loader.close()
             raise
-        self.start_ns = time.monotonic_ns()
-        self.session = Session(self.loader, comm)
+        self.start_ns = self.loader.start_ns
+        # Exited tasks are folded away after an interval: top's memory and
+        # per-tick work follow the live tasks, not every task ever seen.
+        self.session = Session(self.loader, comm, keep_exited=False)
         self.snap = self.session.snap
         self.func_re = re.compile(func) if func else None
         self.meta = Meta(hostname=socket.gethostname(), kernel=platform.release(),
@@ -187,17 +177,17 @@ class LiveSource:
         return bool(self.func_re.search(self.snap.fname(addr)))
 
     def next(self, interval: float) -> Sample:
-        self.loader.probe_new_callbacks()
-        raw, _ = self.session.read()
+        self.session.read()
         now = time.monotonic_ns()
+        tot = self.session.totals
         if self.func_re is not None:
-            raw = only_funcs(raw, self._wanted)
-        lines = self.snap.lines(raw, now, self.seq, False)
+            tot = narrowed(tot, self._wanted)
+        lines = self.snap.lines(tot, self.session.stats, now, self.seq, False)
+        lines[0]["read_ns"] = self.session.read_ns
         self.seq += 1
-        st = raw["stats"]
         return Sample(lines[0], [x for x in lines if x["type"] == "task"],
                       [x for x in lines if x["type"] == "func"],
-                      lost=st.get("lost"), evicted=st.get("evicted"),
+                      lost=self.session.stats.get("lost"), evicted=lines[0]["evicted"],
                       bpf=bpf_stats(self.loader), cpu_s=time.process_time())
 
     def close(self) -> None:

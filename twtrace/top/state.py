@@ -118,6 +118,7 @@ class Totals:
     cb_s: Optional[float] = None
     lost: Optional[int] = None
     evicted: Optional[int] = None
+    unmatched: Optional[int] = None  # callbacks whose add was not seen, since tracing began
     bpf_pct: Optional[float] = None
     cpu_pct: Optional[float] = None
 
@@ -134,6 +135,7 @@ def compute_totals(cur: Sample, prev: Sample) -> Totals:
                   adds_s=metrics.per_second(sums["adds"], dt),
                   cb_s=metrics.per_second(sums["callbacks"], dt),
                   lost=cur.lost, evicted=cur.evicted,
+                  unmatched=sum(f.get("unmatched", 0) for f in cur.funcs),
                   bpf_pct=metrics.bpf_cost_pct(cur.bpf, prev.bpf, dt),
                   cpu_pct=metrics.cpu_pct(cur.cpu_s, prev.cpu_s, dt))
 

@@ -41,7 +41,7 @@ APPLETS = ("sh ash ls cat sleep kill mkdir rm cp mv grep egrep sed awk head tail
            "usleep tty reset clear").split()
 
 # twtrace's pure-Python dependencies, installed for the guest's own Python.
-GUEST_PYDEPS = ("typer>=0.9,<0.29", "rich>=12")
+GUEST_PYDEPS = ("typer>=0.9,<0.29", "rich>=12", "prometheus_client>=0.9")
 
 
 def cache_root() -> Path:
@@ -235,19 +235,47 @@ def _requires_python_misfits(target: Path, pyver: str) -> list:
 
 def _pip_target(pyver: str, target: Path) -> None:
     """twtrace's pure-Python dependencies for the guest's own Python version."""
+    _pip_install(pyver, target, GUEST_PYDEPS, [])
+
+
+def _dist_name(spec: str) -> str:
+    return re.split(r"[<>=!~;\[ ]", spec, 1)[0].lower().replace("-", "_")
+
+
+def _add_missing_pydeps(guest: Guest) -> None:
+    """A dependency added to GUEST_PYDEPS after this guest was built goes into
+    its pydeps directory beside the others, without a rebuild. Only new
+    top-level entries are moved in, never replacing one: guests of other
+    checkouts may be running from the same directory."""
+    target = guest.root / "opt/twtrace-pydeps"
+    have = {p.name.split("-")[0].lower() for p in target.glob("*.dist-info")}
+    missing = [spec for spec in GUEST_PYDEPS if _dist_name(spec) not in have]
+    if not missing or not target.is_dir():
+        return
+    log(f"adding {', '.join(missing)} to guest {guest.cell.name}")
+    staging = guest.dir / "pydeps-staging"
+    if staging.exists():
+        shutil.rmtree(staging)
+    _pip_install(guest.info["python"], staging, missing, ["--no-deps"])
+    for entry in staging.iterdir():
+        if not (target / entry.name).exists():
+            entry.rename(target / entry.name)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _pip_install(pyver: str, target: Path, specs, extra) -> None:
     excluded: list = []
     for _ in range(20):
         if target.exists():
             shutil.rmtree(target)
-        cmd = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-               "--target", str(target), "--python-version", pyver, "--only-binary=:all:",
-               "--implementation", "py", "--no-compile", *GUEST_PYDEPS, *excluded]
-        _run(cmd)
+        _run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+              "--target", str(target), "--python-version", pyver, "--only-binary=:all:",
+              "--implementation", "py", "--no-compile", *extra, *specs, *excluded])
         bad = _requires_python_misfits(target, pyver)
         if not bad:
             return
         excluded += bad
-    raise UserError(f"guest build: no release of {', '.join(GUEST_PYDEPS)} installs for "
+    raise UserError(f"guest build: no release of {', '.join(specs)} installs for "
                     f"Python {pyver} (excluded {', '.join(excluded)})")
 
 
@@ -297,11 +325,13 @@ def _precompile(cell: Cell, guest: Guest) -> None:
 
 
 def _stamp(cell: Cell) -> str:
-    return json.dumps({"v": BUILD_VERSION, "cell": cell.__dict__}, sort_keys=True, default=str)
+    # What the guest is made of: an SMP cell boots its release's guest as is.
+    made_of = {k: v for k, v in cell.__dict__.items() if k != "cpus"}
+    return json.dumps({"v": BUILD_VERSION, "cell": made_of}, sort_keys=True, default=str)
 
 
 def guest_dir(cell: Cell) -> Path:
-    return cache_root() / "guests" / cell.name
+    return cache_root() / "guests" / cell.guest_name
 
 
 def load(cell: Cell) -> Guest | None:
@@ -324,6 +354,7 @@ def build(cell: Cell, force: bool = False) -> Guest:
         fcntl.flock(lock, fcntl.LOCK_EX)
         guest = None if force else load(cell)
         if guest:
+            _add_missing_pydeps(guest)
             return guest
         return _build_locked(cell, d)
 

@@ -69,10 +69,16 @@ class Cell:
     sources: tuple = ()  # extra "suite" entries (e.g. backports)
     userspace: tuple = ("python3", "python3-bpfcc", "busybox-static")
     notes: str = ""
+    cpus: int = 1  # vCPUs: the SMP cells boot 2, so races between CPUs are real
+
+    @property
+    def guest_name(self) -> str:
+        """The guest it boots (SMP cells share their release's guest)."""
+        return f"{self.suite}-{self.arch}"
 
     @property
     def name(self) -> str:
-        return f"{self.suite}-{self.arch}"
+        return self.guest_name + (f"-smp{self.cpus}" if self.cpus > 1 else "")
 
     @property
     def arch_info(self) -> Arch:
@@ -94,6 +100,9 @@ CELLS = {
         _cell("sid", "7.2", "amd64"),
         _cell("bookworm", "6.1", "arm64"),
         _cell("trixie", "6.12", "arm64"),
+        # Two vCPUs: fentry on x86-64, kprobes on arm64.
+        _cell("trixie", "6.12", "amd64", cpus=2),
+        _cell("bookworm", "6.1", "arm64", cpus=2),
     )
 }
 
@@ -148,7 +157,7 @@ def find_cell(kernel: str | None = None, arch: str | None = None) -> Cell:
         default = CELLS[DEFAULT_CELL]
         kernel = default.kernel
     matches = [c for c in CELLS.values()
-               if kernel in (c.kernel, c.suite, c.name)
+               if (kernel in (c.kernel, c.suite, c.guest_name) and c.cpus == 1) or kernel == c.name
                and (want_arch is None or c.arch == want_arch)]
     if not matches:
         known = ", ".join(f"{c.kernel}/{c.arch}" for c in CELLS.values())

@@ -77,6 +77,10 @@ class Machine:
     guest: builder.Guest = None
     boot_s: float = 0.0
     writable_root: bool = False  # only for the builder's one-time precompile
+    # (host_port, guest_port): TCP from 127.0.0.1:host_port reaches the guest's
+    # guest_port through QEMU user networking (the guest brings eth0 up with
+    # twtrace/vm/guest/net.py). restrict=on: the guest reaches nothing outside.
+    forwards: list = field(default_factory=list)
 
     def __post_init__(self):
         self.workdir = Path(tempfile.mkdtemp(prefix=f"twtrace-vm-{self.cell.name}-"))
@@ -101,7 +105,7 @@ class Machine:
         if spec:
             append.append(f"twtrace.spec={spec}")
         argv = [require_qemu(self.cell), *arch.machine, "-accel", "tcg,thread=multi",
-                "-smp", "1", "-m", str(self.memory_mb), "-nodefaults", "-no-user-config",
+                "-smp", str(self.cell.cpus), "-m", str(self.memory_mb), "-nodefaults", "-no-user-config",
                 "-display", "none", "-no-reboot",
                 "-kernel", str(g.kernel), "-initrd", str(g.initrd),
                 "-fsdev", f"local,id=root,path={g.root},{'' if self.writable_root else 'readonly=on,'}security_model=none,multidevs=remap",
@@ -111,6 +115,11 @@ class Machine:
             argv += ["-fsdev", f"local,id=s{i},path={path},security_model=none,multidevs=remap",
                      "-device", f"virtio-9p-pci,fsdev=s{i},mount_tag=s{i}"]
             append.append(f"twtrace.share=s{i}:{path}")
+        if self.forwards:
+            fwd = ",".join(f"hostfwd=tcp:127.0.0.1:{h}-:{g}" for h, g in self.forwards)
+            # romfile= : no boot ROM (PXE) is needed, and it may not be installed
+            argv += ["-netdev", f"user,id=n0,restrict=on,{fwd}",
+                     "-device", "virtio-net-pci,netdev=n0,romfile="]
         argv += ["-append", " ".join(append)]
         return argv
 

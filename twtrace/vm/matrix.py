@@ -48,11 +48,24 @@ def _timed_run(argv: list, log: Path, timeout: float, procs: list) -> tuple:
         except subprocess.TimeoutExpired:
             os.killpg(p.pid, signal.SIGKILL)  # its own session: pytest and its QEMU
             p.wait()
-            f.write(f"\n*** killed after {timeout:.0f} s\n".encode())
+            f.flush()
+            where = running_test(log.read_text(errors="replace"))
+            f.write(f"\n*** killed after {timeout:.0f} s"
+                    f"{', in ' + where if where else ''}\n".encode())
             rc = None
         finally:
             procs.remove(p)
     return rc, time.monotonic() - t0
+
+
+def running_test(log_text: str):
+    """The test pytest -v had started and not finished, from its log."""
+    last = None
+    for line in log_text.splitlines():
+        if line.startswith("tests/") and "::" in line:
+            done = any(w in line for w in ("PASSED", "FAILED", "ERROR", "SKIPPED", "XFAIL"))
+            last = None if done else line.split()[0]
+    return last
 
 
 def _junit_counts(path: Path) -> dict:
@@ -94,7 +107,7 @@ class CellRun:
                                "python": g.info.get("python")}
         junit = self.dir / "junit.xml"
         argv = [py, "-m", "pytest", "tests/vm", "--vm-kernel", self.cell.name,
-                "--basetemp", str(self.dir / "tmp"), f"--junitxml={junit}", "-q",
+                "--basetemp", str(self.dir / "tmp"), f"--junitxml={junit}", "-v",
                 *pytest_args]
         rc, self.suite_s = _timed_run(argv, self.log, max(60.0, t_end - time.monotonic()), procs)
         self.counts = _junit_counts(junit)

@@ -25,7 +25,11 @@ def main():
     for _ in range(3):
         loader.poll(50)
     truth = json.loads(out.strip().splitlines()[-1])
-    raw = loader.read()
+    from twtrace.totals import Totals
+
+    tot = Totals()
+    tot.apply(loader.drain())
+    stats = loader.read_stats()
     pid = truth["pid"]
     names = {}
     for e in events:
@@ -37,10 +41,10 @@ def main():
         "rc": proc.returncode,
         "events": [dict(e, func_name=names.get(e["func"])) for e in events
                    if pid in (e["pid"], e["adder_pid"])],
-        "task": raw["tasks"].get(truth["tid"]),
-        "aggs": [dict(v, tid=k[0], func=loader.syms.name(k[1])) for k, v in raw["aggs"].items()
-                 if k[0] == truth["tid"]],
-        "stats": raw["stats"],
+        "task": next((t for (tid, _), t in tot.tasks.items() if tid == truth["tid"]), None),
+        "aggs": [dict(v, tid=tk[0], func=loader.syms.name(f)) for (tk, f), v in tot.aggs.items()
+                 if tk[0] == truth["tid"]],
+        "stats": stats,
     }, sys.stdout)
     loader.close()
 

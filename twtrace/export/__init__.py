@@ -1,0 +1,1 @@
+"""`twtrace export`: recordings converted for other tools (Perfetto)."""

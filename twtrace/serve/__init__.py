@@ -1,0 +1,1 @@
+"""`twtrace serve`: task_work metrics for Prometheus."""

@@ -1,0 +1,157 @@
+"""Cumulative totals in user space, built from the kernel's drained deltas.
+
+The kernel holds one interval of activity; everything since tracing began
+lives here.  A task is named by (tid, gen): gen is the kernel's incarnation
+number for the task_struct, so a recycled tid starts from zero.  Pure: no
+bcc, unit-tested without root.
+"""
+from __future__ import annotations
+
+import re
+from typing import Dict, Iterable, Optional, Tuple
+
+from twtrace.hist import Histogram
+
+SUMS = ("adds", "failed_adds", "cancels", "cancels_matched", "callbacks", "matched", "timed",
+        "queue_sum", "run_sum", "run_cnt", "runs")
+MAXES = ("queue_max", "run_max")
+TKey = Tuple[int, int]
+
+
+def new_agg() -> dict:
+    return {**{k: 0 for k in SUMS}, **{k: 0 for k in MAXES}, "notify_mask": 0}
+
+
+def merge_agg(into: dict, a: dict) -> None:
+    for k in SUMS:
+        into[k] += a.get(k, 0)
+    for k in MAXES:
+        into[k] = max(into[k], a.get(k, 0))
+    into["notify_mask"] |= a.get("notify_mask", 0)
+
+
+class Totals:
+    """keep_exited=False (top, serve): a task that has exited is shown for
+    one more interval, then folded into per-function totals, so memory and
+    per-interval work follow the live tasks, not every task ever seen."""
+
+    def __init__(self, comm: Optional[str] = None, keep_exited: bool = True):
+        self.comm_re = re.compile(comm) if comm else None
+        self.keep_exited = keep_exited
+        self.tasks: Dict[TKey, dict] = {}
+        self.aggs: Dict[tuple, dict] = {}      # (tkey, func)
+        self.hists: Dict[tuple, Histogram] = {}  # (tkey, func, kind)
+        self.pairs: Dict[tuple, dict] = {}     # (adder_pid, tkey, func)
+        self.stacks: Dict[tuple, int] = {}     # (func, stack_id)
+        self.gone: Dict[int, dict] = {}        # func -> totals of tasks let go
+        self.gone_hists: Dict[tuple, Histogram] = {}  # (func, kind)
+        self.gone_tasks = 0
+        self._to_fold: set = set()
+        self._filtered: set = set()
+        self.funcs: set = set()
+
+    # -- intake ----------------------------------------------------------
+    def apply(self, delta: dict) -> set:
+        """Adds one drain's deltas; returns the callback functions seen in it."""
+        self._fold_exited()
+        seen = set()
+        for (tid, gen, func), a in delta.get("aggs", {}).items():
+            seen.add(func)
+            tk = (tid, gen)
+            if not self._wanted(tk, a.get("comm", "")):
+                continue
+            t = self._task(tk, a)
+            agg = self.aggs.setdefault((tk, func), new_agg())
+            merge_agg(agg, a)
+            t["runs"] += a.get("runs", 0)
+            t["max_depth"] = max(t["max_depth"], a.get("max_depth", 0))
+            t["depth"] += (a["adds"] - a["failed_adds"] - a["matched"]
+                           - a.get("cancels_matched", 0))
+        for (tid, gen, func, kind), buckets in delta.get("hists", {}).items():
+            tk = (tid, gen)
+            if tk in self.tasks:
+                self.hists.setdefault((tk, func, kind), Histogram()).merge(Histogram(buckets))
+        for (apid, tid, gen, func), p in delta.get("pairs", {}).items():
+            tk = (tid, gen)
+            if tk not in self.tasks:
+                continue
+            cur = self.pairs.setdefault((apid, tk, func), {"adds": 0, "adder_comm": ""})
+            cur["adds"] += p["adds"]
+            cur["adder_comm"] = p["adder_comm"]
+        for key, n in delta.get("stacks", {}).items():
+            self.stacks[key] = self.stacks.get(key, 0) + n
+        for tk, r in delta.get("retired", {}).items():
+            if tk in self.tasks:
+                self.tasks[tk]["exited"] = True
+                if not self.keep_exited:
+                    self._to_fold.add(tk)
+            self._filtered.discard(tk)
+        self.funcs |= seen
+        return seen
+
+    def settle(self, items: Iterable[dict]) -> None:
+        """Items user space found to have run unseen (model.stale_items)."""
+        for it in items:
+            tk = (it["tid"], it["gen"])
+            if tk not in self.tasks:
+                continue
+            agg = self.aggs.setdefault((tk, it["func"]), new_agg())
+            agg["callbacks"] += 1
+            agg["matched"] += 1
+            self.tasks[tk]["depth"] -= 1
+
+    def _wanted(self, tk: TKey, comm: str) -> bool:
+        if tk in self.tasks:
+            return True
+        if tk in self._filtered:
+            return False
+        if self.comm_re is None or self.comm_re.search(comm):
+            return True
+        self._filtered.add(tk)
+        return False
+
+    def _task(self, tk: TKey, a: dict) -> dict:
+        t = self.tasks.get(tk)
+        if t is None:
+            t = self.tasks[tk] = {"tid": tk[0], "gen": tk[1], "pid": a.get("pid", 0),
+                                  "comm": a.get("comm", "?"), "depth": 0, "max_depth": 0,
+                                  "runs": 0, "exited": False}
+        elif a.get("comm"):
+            t["comm"] = a["comm"]  # exec renames
+        return t
+
+    def _fold_exited(self) -> None:
+        """Tasks that exited an interval ago leave the per-task tables."""
+        if not self._to_fold:
+            return
+        fold, self._to_fold = self._to_fold, set()
+        for (tk, func) in [k for k in self.aggs if k[0] in fold]:
+            merge_agg(self.gone.setdefault(func, new_agg()), self.aggs.pop((tk, func)))
+        for (tk, func, kind) in [k for k in self.hists if k[0] in fold]:
+            self.gone_hists.setdefault((func, kind), Histogram()).merge(
+                self.hists.pop((tk, func, kind)))
+        for key in [k for k in self.pairs if k[1] in fold]:
+            del self.pairs[key]
+        for tk in fold:
+            self.tasks.pop(tk, None)
+        self.gone_tasks += len(fold)
+
+    # -- views -----------------------------------------------------------
+    def depth_now(self) -> int:
+        return sum(max(0, t["depth"]) for t in self.tasks.values())
+
+
+def narrowed(tot: Totals, wanted) -> Totals:
+    """A view of tot with only the callback functions (addresses) that
+    `wanted` accepts; tasks left with none of them are dropped, so task
+    totals count only those functions (depth stays the task's whole queue)."""
+    out = Totals(keep_exited=tot.keep_exited)
+    out.aggs = {k: v for k, v in tot.aggs.items() if wanted(k[1])}
+    keep = {tk for tk, _ in out.aggs}
+    out.tasks = {tk: t for tk, t in tot.tasks.items() if tk in keep}
+    out.hists = {k: v for k, v in tot.hists.items() if wanted(k[1])}
+    out.pairs = {k: v for k, v in tot.pairs.items() if wanted(k[2])}
+    out.stacks = {k: v for k, v in tot.stacks.items() if wanted(k[0])}
+    out.gone = {f: v for f, v in tot.gone.items() if wanted(f)}
+    out.gone_hists = {k: v for k, v in tot.gone_hists.items() if wanted(k[0])}
+    return out
