@@ -330,11 +330,12 @@ class Loader:
         v = ctl.Leaf()
         v.on, v.gen = 0, self.gen
         self._window_on = 0
-        end = time.monotonic_ns()
         with self.reading():
             ctl[ctl.Key(0)] = v
         drainer.grace_period()
-        return end
+        # After the grace period: a run that saw the window open may have
+        # taken its timestamp just after the switch, never after this.
+        return time.monotonic_ns()
 
     def bpf_stats(self) -> Optional[dict]:
         """Cumulative run time and run count of twtrace's BPF programs, or
