@@ -157,7 +157,8 @@ def find_cell(kernel: str | None = None, arch: str | None = None) -> Cell:
         default = CELLS[DEFAULT_CELL]
         kernel = default.kernel
     matches = [c for c in CELLS.values()
-               if (kernel in (c.kernel, c.suite, c.guest_name) and c.cpus == 1) or kernel == c.name
+               if ((kernel in (c.kernel, c.suite, c.guest_name) and c.cpus == 1)
+                   or kernel == c.name)
                and (want_arch is None or c.arch == want_arch)]
     if not matches:
         known = ", ".join(f"{c.kernel}/{c.arch}" for c in CELLS.values())
