@@ -525,7 +525,7 @@ static __always_inline void cb_event(void *ctx, struct tstate *s, struct cb_call
 }
 
 
-static __always_inline int run_entry(void)
+static __always_inline int run_entry(void *ctx)
 {
 	if (!window())
 		return 0;
@@ -539,6 +539,16 @@ static __always_inline int run_entry(void)
 	 * instances, or a call under way at attach): start over. */
 	if (l > TW_MAX_NEST || (l > 0 && s->lv[TW_LV(l - 1)].cb_depth == 0)) {
 		stat_inc(TW_ST_RESYNC);
+		/* Callbacks left open on the dropped levels were counted at their
+		 * start; their lines go out now, without a run time. */
+#pragma unroll
+		for (int i = 0; i < TW_MAX_NEST; i++) {
+			if (i < l && s->lv[i].cb_depth > 0) {
+				stat_inc(TW_ST_NORET);
+				cb_event(ctx, s, &s->lv[i].cb, 0, TW_CB_NORUN);
+				s->lv[i].cb_depth = 0;
+			}
+		}
 		l = 0;
 	}
 	s->level = l + 1;
@@ -913,7 +923,7 @@ KFUNC_PROBE(task_work_add, struct task_struct *task, struct callback_head *work,
 
 TW_KFUNC_NOARGS(task_work_run)
 {
-	return run_entry();
+	return run_entry(ctx);
 }
 
 TW_KRETFUNC_NOARGS(task_work_run)
@@ -929,7 +939,7 @@ int add_kprobe(struct pt_regs *ctx)
 
 int run_kprobe(struct pt_regs *ctx)
 {
-	return run_entry();
+	return run_entry(ctx);
 }
 
 int run_kretprobe(struct pt_regs *ctx)

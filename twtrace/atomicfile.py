@@ -30,7 +30,15 @@ def _open_temp(directory: str, base: str, mode: int) -> "tuple[int, str]":
 def write_atomic(path: str, write: Callable[[IO[bytes]], None], mode: int = 0o600) -> None:
     """Call write(f) on a binary file that becomes `path` when write returns.
     OSErrors become one-line UserErrors naming path."""
-    path = os.fspath(path)
+    from twtrace.outfile import plan
+
+    # The same rules as record's output (twtrace/outfile.py): a device, FIFO
+    # or /dev/stdout is written directly, never replaced by a regular file;
+    # another user's link is not followed, nor their file in /tmp replaced.
+    kind, path = plan(os.fspath(path))
+    if kind != "file":
+        _write_stream(path, write)
+        return
     directory = os.path.dirname(path) or "."
     base = os.path.basename(path)
     if not base:
@@ -54,6 +62,15 @@ def write_atomic(path: str, write: Callable[[IO[bytes]], None], mode: int = 0o60
     except BaseException:
         _unlink_quietly(tmp)
         raise
+
+
+def _write_stream(path: str, write: Callable[[IO[bytes]], None]) -> None:
+    try:
+        fd = os.dup(1) if path == "-" else os.open(path, os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC)
+        with open(fd, "wb") as f:
+            write(f)
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 def _unlink_quietly(path: str) -> None:

@@ -1,15 +1,27 @@
 """twtrace's command line: one screen from flags to the module doing the work."""
 from __future__ import annotations
 
-import os
+import signal
 import sys
+
+from twtrace.signals import quiet_exit
+
+# First, before the slow imports: Ctrl-C or SIGTERM now exits quietly.
+for _sig in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(_sig, quiet_exit)
+
+import os  # noqa: E402
 from pathlib import Path
 from typing import List, Optional
 
-import typer
+import typer  # noqa: E402
 
-from twtrace import __version__
-from twtrace.errors import UserError
+from twtrace import __version__  # noqa: E402
+from twtrace import validate as check  # noqa: E402
+from twtrace.errors import UserError  # noqa: E402
+from twtrace.validate import ProbeMode  # noqa: E402
+
+PROBE_MODE_HELP = "auto, kprobe or fentry."
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Trace the kernel's task_work queue: who queues callbacks on "
@@ -53,8 +65,8 @@ def record(ctx: typer.Context,
            tid: List[int] = typer.Option([], "-t", "--tid", help="Trace this thread (repeatable)."),
            comm: Optional[str] = typer.Option(None, "--comm", help="Only tasks whose name matches "
                                                                   "this regular expression."),
-           probe_mode: str = typer.Option("auto", "--probe-mode",
-                                          help="auto, kprobe or fentry."),
+           probe_mode: ProbeMode = typer.Option(ProbeMode.auto, "--probe-mode",
+                                                help=PROBE_MODE_HELP),
            stacks: bool = typer.Option(False, "--stacks", help="Record the adder's kernel stack: "
                                                                "which code path queued each item."),
            cgroup: List[str] = CGROUP_OPT) -> None:
@@ -63,7 +75,7 @@ def record(ctx: typer.Context,
 
     opts = rec.RecordOptions(output=output, duration=duration, interval=interval, events=events,
                              pids=list(pid), tids=list(tid), comm=comm, command=list(ctx.args),
-                             probe_mode=probe_mode, stacks=stacks, cgroups=list(cgroup))
+                             probe_mode=probe_mode.value, stacks=stacks, cgroups=list(cgroup))
     raise typer.Exit(rec.run(opts))
 
 
@@ -77,6 +89,8 @@ def report(file: str = typer.Argument(..., help="A recording made by twtrace rec
     from twtrace.recordfile import RecordError, read_record
     from twtrace.report import render_report
 
+    check.count("--top", top, low=0)
+    check.count("--histograms", histograms, low=0)
     try:
         rec = read_record(file, keep_events=False)
     except RecordError as e:
@@ -118,8 +132,8 @@ def top(interval_arg: Optional[float] = typer.Argument(None, metavar="[INTERVAL]
                                                                     "twtrace record instead."),
         speed: str = typer.Option("1", "--speed", help="Replay pace: 1 = as recorded, 2 = twice "
                                                        "as fast, max (or 0) = no waiting."),
-        probe_mode: str = typer.Option("auto", "--probe-mode",
-                                       help="auto, kprobe or fentry."),
+        probe_mode: ProbeMode = typer.Option(ProbeMode.auto, "--probe-mode",
+                                             help=PROBE_MODE_HELP),
         cgroup: List[str] = CGROUP_OPT) -> None:
     """Live view of task_work: busiest tasks and callbacks, refreshed every interval.
     Interactive on a terminal (? for keys); plain tables per interval otherwise."""
@@ -130,7 +144,7 @@ def top(interval_arg: Optional[float] = typer.Argument(None, metavar="[INTERVAL]
     opts = topmain.TopOptions(
         interval=interval_arg if interval_arg is not None else (1.0 if interval is None else interval),
         count=count, pids=list(pid), tids=list(tid), comm=comm, func=func, json=json_out,
-        replay=replay, speed=topmain.parse_speed(speed), probe_mode=probe_mode,
+        replay=replay, speed=topmain.parse_speed(speed), probe_mode=probe_mode.value,
         cgroups=list(cgroup))
     raise typer.Exit(topmain.run(opts))
 
@@ -154,8 +168,8 @@ def serve(listen: Optional[str] = typer.Option(None, "--listen", "-l", metavar="
           label_comm: int = typer.Option(0, "--label-comm", metavar="N",
                                          help="Also export per-task-name metrics for the N "
                                               "busiest names, the rest as other (0 = off)."),
-          probe_mode: str = typer.Option("auto", "--probe-mode",
-                                         help="auto, kprobe or fentry."),
+          probe_mode: ProbeMode = typer.Option(ProbeMode.auto, "--probe-mode",
+                                               help=PROBE_MODE_HELP),
           cgroup: List[str] = CGROUP_OPT) -> None:
     """Serve task_work metrics for Prometheus (OpenMetrics at /metrics), or write
     them for node_exporter's textfile collector. Metrics: docs/prometheus.md"""
@@ -163,12 +177,14 @@ def serve(listen: Optional[str] = typer.Option(None, "--listen", "-l", metavar="
 
     opts = servemain.ServeOptions(listen=listen, textfile=textfile, interval=interval,
                                   pids=list(pid), tids=list(tid), comm=comm, func=func,
-                                  label_comm=label_comm, probe_mode=probe_mode,
+                                  label_comm=label_comm, probe_mode=probe_mode.value,
                                   cgroups=list(cgroup))
     raise typer.Exit(servemain.run(opts))
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+# Unknown options are errors: `vm --kernal 6.12 -- true` must not run "--kernal"
+# in the guest. Everything after -- is the command, options included.
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
 def vm(ctx: typer.Context,
        kernel: Optional[str] = typer.Option(None, "--kernel", "-k",
                                             help="Guest kernel: 6.1, 5.10, 6.12, 7.2, a Debian "
@@ -181,6 +197,7 @@ def vm(ctx: typer.Context,
     twtrace vm [--kernel K] [--arch A] -- COMMAND [ARGS...]"""
     from twtrace.vm import cli as vmcli
 
+    check.count("--memory", memory, low=128, high=1 << 20)
     raise typer.Exit(vmcli.main(ctx.args, kernel, arch, memory, rebuild, list_cells))
 
 
@@ -192,10 +209,14 @@ def try_(duration: float = typer.Option(10.0, "--duration", "-d", help="Seconds 
     cannot trace, say why and do the same in a guest VM with a demo workload."""
     from twtrace import quick
 
+    check.seconds("--duration", duration)
     raise typer.Exit(quick.main(duration, kernel))
 
 
 def main() -> None:
+    # The imports are done: Ctrl-C is KeyboardInterrupt again (top, vm and
+    # record install their own handlers where they need more).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         rc = app(standalone_mode=False)
     except UserError as e:

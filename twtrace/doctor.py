@@ -156,6 +156,8 @@ class Facts:
     bcc: BccInfo = field(default_factory=lambda: BccInfo(importable=False, error="not checked"))
     fentry: FentryTrial = field(default_factory=lambda: FentryTrial(None))
     clocksource: Optional[str] = None
+    # "group/name" of kprobes dead bcc processes left in tracefs (twtrace/leftovers.py)
+    stale_probes: List[str] = field(default_factory=list)
 
     @property
     def privileged(self) -> Optional[bool]:
@@ -444,6 +446,9 @@ def gather(root: str = "/", *, release: Optional[str] = None, machine: Optional[
         f.sysctls[name] = v.strip() if v is not None else None
     f.distro, f.distro_name = _distro(host)
     f.clocksource = (host.read(CLOCKSOURCE) or "").strip() or None
+    from twtrace import leftovers
+
+    f.stale_probes = [p.event for p in leftovers.find_stale(root)]
 
     bcc_probe = bcc_probe or (probe_bcc if live else None)
     if bcc_probe:
@@ -689,9 +694,23 @@ def check_sysctls(f: Facts) -> Check:
     return Check("sysctls", INFO, ", ".join(parts) + " (matter only without root)")
 
 
+def check_leftovers(f: Facts) -> Check:
+    name = "leftover probes"
+    n = len(f.stale_probes)
+    if not n:
+        return Check(name, OK, "no kprobes left behind by dead bcc processes")
+    sample = ", ".join(f.stale_probes[:3]) + (", …" if n > 3 else "")
+    return Check(name, WARN, f"{n} kprobe{'s' if n > 1 else ''} left in kprobe_events by "
+                             f"processes that died without cleaning up ({sample})",
+                 "twtrace record or top removes them when it starts; or write "
+                 "-:GROUP/NAME for each to kprobe_events")
+
+
 CHECKS = (check_privileges, check_bcc, check_kprobes, check_symbols, check_btf, check_fentry,
           check_headers, check_ringbuf, check_lockdown, check_clock, check_cancel_variants,
-          check_sysctls)
+          check_sysctls, check_leftovers)
+
+
 def run_checks(f: Facts) -> List[Check]:
     checks = [c(f) for c in CHECKS]
     by = {c.name: c for c in checks}

@@ -44,7 +44,7 @@ class Batch:
         from bcc.libbcc import lib
 
         self.table, self.lib = table, lib
-        self.chunk = min(chunk, table.max_entries)
+        self.chunk = chunk  # (bcc 0.18 tables do not know their size)
         self.keys = (table.Key * self.chunk)()
         self.vals = (table.Leaf * self.chunk)()
         self.ok = hasattr(lib, "bpf_lookup_and_delete_batch")

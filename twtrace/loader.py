@@ -44,6 +44,8 @@ FENTRY_CALLBACKS = ("____fput", "__cleanup_mnt", "tctx_task_work", "task_mm_cid_
                     "posix_cpu_timers_work", "task_numa_work", "key_change_session_keyring",
                     "create_worker_cb", "create_worker_cont")
 
+RET_INSTANCES = 256  # threads that can be inside task_work_run or one callback at once
+
 TW_ST = {"lost": 0, "unmatched": 1, "untimed": 3, "resync": 4, "noret": 6,
          "stack_collisions": 7, "stack_errors": 8}
 # Entries that did not fit, per bounded map (bpf/twtrace.h TW_ST_FULL_*).
@@ -253,6 +255,9 @@ class Loader:
         return UserError(f"cannot {doing}: {msg}")
 
     def start(self) -> Features:
+        from twtrace.leftovers import remove_stale_probes
+
+        remove_stale_probes()  # return probes a killed run left in kprobe_events
         for fn in ("task_work_add", "task_work_run"):
             if fn not in self.syms:
                 raise UserError(f"this kernel has no {fn} in /proc/kallsyms: nothing to trace")
@@ -329,11 +334,12 @@ class Loader:
         v = ctl.Leaf()
         v.on, v.gen = 0, self.gen
         self._window_on = 0
-        end = time.monotonic_ns()
         with self.reading():
             ctl[ctl.Key(0)] = v
         drainer.grace_period()
-        return end
+        # After the grace period: a run that saw the window open may have
+        # taken its timestamp just after the switch, never after this.
+        return time.monotonic_ns()
 
     def bpf_stats(self) -> Optional[dict]:
         """Cumulative run time and run count of twtrace's BPF programs, or
@@ -357,12 +363,16 @@ class Loader:
     def _attach_kprobes(self):
         b = self.bpf
         # Return probes first: a call already under way when its entry probe
-        # arrives is then seen whole or not at all.  No maxactive: bcc then
-        # attaches through perf events, which the kernel removes when
-        # twtrace dies, however it dies.
+        # arrives is then seen whole or not at all.  Entry probes go through
+        # perf events (the kernel removes them when twtrace dies, however it
+        # dies).  Return probes need room for every thread inside the call at
+        # once (callbacks sleep): the kernel's default of 2 per CPU runs out,
+        # so maxactive is set, which bcc can only do through the text
+        # interface; leftovers of a killed run are removed at the next start.
         try:
             b.attach_kprobe(event="task_work_add", fn_name="add_kprobe")
-            b.attach_kretprobe(event="task_work_run", fn_name="run_kretprobe")
+            b.attach_kretprobe(event="task_work_run", fn_name="run_kretprobe",
+                               maxactive=RET_INSTANCES)
             b.attach_kprobe(event="task_work_run", fn_name="run_kprobe")
         except Exception as e:
             raise self._explain_attach(e)
@@ -410,7 +420,7 @@ class Loader:
             entry = "cancel_bool_entry" if (name == "task_work_cancel" and f.cancel_bool) \
                 else "cancel_ptr_entry"
             try:
-                self.bpf.attach_kretprobe(event=name, fn_name="cancel_return")
+                self.bpf.attach_kretprobe(event=name, fn_name="cancel_return", maxactive=64)
                 self.bpf.attach_kprobe(event=name, fn_name=entry)
                 f.cancel.append(name)
             except Exception:
@@ -433,7 +443,8 @@ class Loader:
         if addr in self._attached_cb or addr in self._failed_cb:
             return addr in self._attached_cb
         try:
-            self.bpf.attach_kretprobe(event=name, fn_name="cb_return")
+            self.bpf.attach_kretprobe(event=name, fn_name="cb_return",
+                                      maxactive=RET_INSTANCES)
             self.bpf.attach_kprobe(event=name, fn_name="cb_entry")
         except Exception as e:
             self._detach_quietly(name)

@@ -1,7 +1,8 @@
 """`twtrace record`: trace, and write the JSON Lines record (docs/format.md).
 
 The file is written as FILE.partial and renamed to FILE only once its
-summary line is written, so a FILE that exists is always complete.
+summary line is written, so a FILE that exists is always complete
+(twtrace/outfile.py has the rules for writing safely as root).
 """
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ from typing import List, Optional, TextIO
 
 from twtrace import __version__, cgroups
 from twtrace.errors import UserError
+from twtrace.outfile import Output
 from twtrace.session import Session
+from twtrace.signals import Stop
 
 SCHEMA = 1
 
@@ -43,27 +46,23 @@ class RecordOptions:
 
 def validate(opts: RecordOptions) -> None:
     """Everything that can be checked without root or bcc."""
-    if opts.duration is not None and opts.duration <= 0:
-        raise UserError("--duration must be a positive number of seconds")
-    if opts.interval is not None and opts.interval <= 0:
-        raise UserError("--interval must be a positive number of seconds")
-    if opts.probe_mode not in ("auto", "kprobe", "fentry"):
-        raise UserError(f"--probe-mode must be auto, kprobe or fentry, not {opts.probe_mode!r}")
-    if opts.comm:
-        try:
-            re.compile(opts.comm)
-        except re.error as e:
-            raise UserError(f"--comm {opts.comm!r} is not a valid regular expression: {e}")
+    from twtrace import validate as check
+
+    check.seconds("--duration", opts.duration)
+    check.seconds("--interval", opts.interval, low=check.MIN_INTERVAL)
+    check.choice("--probe-mode", opts.probe_mode, check.PROBE_MODES)
+    check.regex("--comm", opts.comm)
     for pid in opts.pids:
         if not Path(f"/proc/{pid}").is_dir():
             raise UserError(f"no process with pid {pid}")
     for tid in opts.tids:
         if not Path(f"/proc/{tid}/status").exists():
             raise UserError(f"no thread with tid {tid}")
-    if opts.output != "-":
+    from twtrace.outfile import plan
+
+    plan(opts.output)  # one line now for a target that will be refused
+    if opts.output != "-" and not opts.output.startswith("/dev/"):
         parent = Path(opts.output).resolve().parent
-        if not parent.is_dir():
-            raise UserError(f"cannot write {opts.output}: no directory {parent}")
         if not os.access(parent, os.W_OK):
             raise UserError(f"cannot write {opts.output}: {parent} is not writable")
     if opts.command and (opts.pids or opts.tids):
@@ -71,71 +70,24 @@ def validate(opts: RecordOptions) -> None:
     opts.cgroup_ids = cgroups.filter_ids(opts.cgroups)
 
 
-class Output:
-    """JSON lines to stdout, or to FILE via FILE.partial."""
-
-    def __init__(self, target: str):
-        self.target = target
-        if target == "-":
-            self.f: TextIO = sys.stdout
-            self.partial = None
-            return
-        path = Path(target)
-        if path.is_dir():
-            raise UserError(f"cannot write {target}: it is a directory")
-        self.partial = path.with_name(path.name + ".partial")
-        try:
-            self.f = open(self.partial, "w")
-        except OSError as e:
-            raise UserError(f"cannot write {target}: {e.strerror}")
-
-    def write(self, obj: dict) -> None:
-        self.f.write(json.dumps(obj, separators=(",", ":")) + "\n")
-
-    def finish(self) -> None:
-        self.f.flush()
-        if self.partial:
-            os.fsync(self.f.fileno())
-            self.f.close()
-            os.replace(self.partial, self.target)
-
-    def abandon(self) -> None:
-        if self.partial:
-            self.f.close()
-            self.partial.unlink(missing_ok=True)
-
-
-class Stop:
-    """SIGINT/SIGTERM end the recording cleanly instead of killing it."""
-
-    def __init__(self):
-        self.signal: Optional[int] = None
-        for s in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(s, self._handle)
-
-    def _handle(self, signum, frame):
-        self.signal = signum
-
-    def __bool__(self) -> bool:
-        return self.signal is not None
-
-
 def _start_command(argv: List[str], to_stderr: bool):
-    """Start the command held at a gate (a shell waiting on a pipe, which then
-    execs it under the same pid), so it is traced from its first instruction."""
-    r, w = os.pipe()
-    gate = ["/bin/sh", "-c", f'read -r _ <&{r}; exec "$@"', "twtrace-gate", *argv]
+    """Start the command held at a gate (a shell waiting on a FIFO, which then
+    execs it under the same pid), so it is traced from its first instruction.
+    The shell opens the FIFO only for its `read`, so the command inherits no
+    descriptor of twtrace's: its first free fd is 3."""
+    from twtrace import gate
+
     try:
         # With -o - the record owns stdout; the command's output goes to stderr.
-        proc = subprocess.Popen(gate, pass_fds=(r,), stdout=sys.stderr if to_stderr else None)
+        return gate.start(argv, stdout=sys.stderr if to_stderr else None)
     except OSError as e:
         raise UserError(f"cannot run {argv[0]}: {e.strerror}")
-    os.close(r)
-    return proc, w
 
 
 def run(opts: RecordOptions) -> int:
     validate(opts)
+    # Before anything slow: a signal during start-up leaves nothing behind.
+    stop = Stop()
     from twtrace.doctor import can_trace_reason
 
     reason = can_trace_reason()
@@ -144,17 +96,22 @@ def run(opts: RecordOptions) -> int:
     from twtrace import model
     from twtrace.loader import Loader, TraceConfig
 
-    out = Output(opts.output)
-    stop = Stop()
-    loader = None
+    from twtrace.leftovers import remove_stale_probes
+
+    out = loader = None
     try:
+        remove_stale_probes()  # what killed runs left in kprobe_events
+        out = Output(opts.output)
+        stop.on_abort = out.abandon
         loader = Loader(TraceConfig(probe_mode=opts.probe_mode, events=opts.events,
                                     pids=list(opts.pids), tids=list(opts.tids),
                                     follow=bool(opts.command or opts.pids),
                                     stacks=opts.stacks, cgroups=opts.cgroup_ids))
         features = loader.start()
+        stop.running()
     except BaseException:
-        out.abandon()
+        if out:
+            out.abandon()
         if loader:
             loader.close()
         raise

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from twtrace import jsonline
 from twtrace.errors import UserError
 
 SCHEMA_VERSION = 1
@@ -137,6 +138,7 @@ class Snapshot:
     ts_ns: int
     seq: int
     final: bool
+    lost: int = 0  # lost events counted by the "lost" lines before this snapshot
     tasks: List[Dict[str, Any]] = field(default_factory=list)
     funcs: List[Dict[str, Any]] = field(default_factory=list)
 
@@ -166,7 +168,9 @@ def read_record(path: Any, keep_events: bool = True, strict: bool = False) -> Re
     strict=True validates event lines fully too (slow; see module doc)."""
     name = str(path)
     try:
-        f = open(path, "rb")
+        f = jsonline.open_regular(name)
+    except jsonline.LineError as e:
+        raise UserError(f"{name}: {e}") from None
     except FileNotFoundError:
         raise UserError(f"{name}: no such file") from None
     except OSError as e:
@@ -174,8 +178,10 @@ def read_record(path: Any, keep_events: bool = True, strict: bool = False) -> Re
     builder = _Builder(name, keep_events, strict)
     with f:
         try:
-            for lineno, raw in enumerate(f, 1):
+            for lineno, raw in jsonline.lines(f):
                 builder.feed(raw, lineno)
+        except jsonline.LineError as e:
+            raise UserError(f"{name}: {e}") from None
         except OSError as e:
             raise UserError(f"{name}: cannot read: {e.strerror or e}") from None
     return builder.finish()
@@ -202,15 +208,17 @@ class _Builder:
         if not raw.strip():
             return
         try:
-            obj = json.loads(raw.decode("utf-8"))
+            obj = jsonline.loads(raw.decode("utf-8"))
         except UnicodeDecodeError:
             raise self.fail("not UTF-8 text", lineno) from None
+        except jsonline.LineError as e:
+            raise self.fail(str(e), lineno) from None
         except ValueError as e:
             # Only the last line can lack its newline: the writer was stopped mid-line.
             if not raw.endswith(b"\n"):
                 raise self.fail(f"truncated: line {lineno} is incomplete; "
                                 "the recording was cut short") from None
-            raise self.fail(f"not JSON ({e.msg})", lineno) from None
+            raise self.fail(f"not JSON ({getattr(e, 'msg', e)})", lineno) from None
 
         line_type = obj.get("type") if isinstance(obj, dict) else None
         if self.header is None:
@@ -230,6 +238,8 @@ class _Builder:
             validate_line(obj, structural=line_type in EVENT_TYPES and not self.strict)
         except RecordError as e:
             raise self.fail(str(e), lineno) from None
+        except RecursionError:  # a validator walking a deep value
+            raise self.fail("nested too deeply", lineno) from None
 
         if line_type == "header":
             if self.header is not None:
@@ -239,7 +249,8 @@ class _Builder:
             if self.keep_events:
                 self.events.append(obj)
         elif line_type == "snapshot":
-            self.snapshots.append(Snapshot(ts_ns=obj["ts_ns"], seq=obj["seq"], final=obj["final"]))
+            self.snapshots.append(Snapshot(ts_ns=obj["ts_ns"], seq=obj["seq"], final=obj["final"],
+                                           lost=self.lost))
         elif line_type in AGGREGATE_TYPES:
             if not self.snapshots:
                 raise self.fail(f"{line_type} line before any snapshot line", lineno)

@@ -52,6 +52,8 @@ def test_smp_cells_boot_their_release_guest():
         assert c.guest_name in cells.CELLS and cells.CELLS[c.guest_name].cpus == 1
     assert cells.find_cell("6.12", "amd64").cpus == 1  # a plain kernel label: the 1-CPU cell
     assert cells.find_cell("trixie-amd64-smp2").cpus == 2
+    assert cells.find_cell("6.1", "arm64").name == "bookworm-arm64"  # the arch is kept
+    assert cells.find_cell("6.12", "arm64").name == "trixie-arm64"
 
 
 def test_a_killed_cell_names_the_test_it_was_in():

@@ -8,7 +8,8 @@ import pytest
 import synth_record as sr
 from twtrace.top import keys, metrics
 from twtrace.top.sample import Meta, Sample, group_samples
-from twtrace.top.sources import ReplaySource, lost_before_snapshots
+from twtrace.recordfile import read_record
+from twtrace.top.sources import ReplaySource
 from twtrace.top.state import (FUNCS, INTERVALS, TASKS, Filters, TopState, step_interval,
                                text_matcher)
 
@@ -320,7 +321,7 @@ def test_replay_double_speed_and_lost_per_snapshot(tmp_path):
     path = sr.write_jsonl(tmp_path / "r.jsonl", sr.top_lines(6))
     src = ReplaySource(str(path), speed=2)
     assert [src.next(1.0).snapshot["seq"] for _ in range(3)] == [0, 2, 4]
-    assert lost_before_snapshots(str(path)) == [0, 0, 5, 5, 5, 5]
+    assert [s.lost for s in read_record(str(path)).snapshots] == [0, 0, 5, 5, 5, 5]
     assert [s.lost for s in src.samples] == [0, 0, 5, 5, 5, 5]
 
 

@@ -17,10 +17,43 @@ CI = bool(os.environ.get("TWTRACE_CI") or os.environ.get("CI"))
 VM_TEST_TIMEOUT = float(os.environ.get("TWTRACE_VM_TEST_TIMEOUT", "900"))
 
 
-def pytest_collection_modifyitems(items):
+# What does not depend on the guest's kernel runs on the default cell only,
+# and the SMP cells run what concurrency can break: the matrix stays inside
+# CI's time.  (Deselected, not skipped: they are not part of that cell.)
+DEFAULT_CELL_ONLY = {"test_vm_signals.py", "test_startup_signals.py", "test_serve.py",
+                     "test_record_safety.py"}
+SMP_CELL_TESTS = {"test_busy.py", "test_sigkill.py"}
+
+
+def _cell_of(config):
+    try:
+        return cells.find_cell(config.getoption("--vm-kernel"), config.getoption("--vm-arch"))
+    except UserError:
+        return None  # the cell fixture fails every test with the reason
+
+
+def _belongs(cell, item) -> bool:
+    name = item.fspath.basename
+    if cell is None:
+        return True
+    if cell.cpus > 1:
+        return name in SMP_CELL_TESTS
+    return name not in DEFAULT_CELL_ONLY or cell.name == cells.DEFAULT_CELL
+
+
+def pytest_collection_modifyitems(config, items):
+    cell = _cell_of(config)
+    keep, dropped = [], []
     for item in items:
-        if "tests/vm/" in str(item.fspath) and item.get_closest_marker("timeout") is None:
+        if "tests/vm/" not in str(item.fspath):
+            keep.append(item)
+            continue
+        if item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(VM_TEST_TIMEOUT, method="signal"))
+        (keep if _belongs(cell, item) else dropped).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
 
 
 SERVE_PORT = 19868  # inside the guest

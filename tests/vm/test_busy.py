@@ -35,6 +35,16 @@ def replayed_max_depth(lines, tid):
     return best
 
 
+def closes_in_window(lines, th):
+    """(____fput adds, matched ____fput callbacks) on the thread inside its
+    closing window."""
+    lo, hi = th["t_start_ns"], th["t_end_ns"]
+    mine = [x for x in lines if x["type"] in ("add", "callback") and x["tid"] == th["tid"]
+            and x["func"] == "____fput" and lo <= x["ts_ns"] <= hi]
+    return (sum(1 for x in mine if x["type"] == "add"),
+            sum(1 for x in mine if x["type"] == "callback" and x["matched"]))
+
+
 def check_window_and_balance(lines):
     """The rules every recording keeps, attached to a busy system or not."""
     header, summary = lines[0], lines[-1]
@@ -115,8 +125,9 @@ def test_stress_on_every_cpu_counts_each_thread_exactly(vm, tmp_path, cell):
     cbs = Counter((x["tid"], x["func"]) for x in lines if x["type"] == "callback")
     for th in truth["threads"]:
         tid = th["tid"]
-        assert adds[(tid, "____fput")] == th["adds"], th
-        assert cbs[(tid, "____fput")] == th["adds"], th
+        # inside the thread's own closing window (its exit drops its copy
+        # of the descriptor table, which can hold the last reference to a file)
+        assert closes_in_window(lines, th) == (th["adds"], th["adds"]), th
         assert tasks[tid]["max_depth"] == replayed_max_depth(lines, tid) >= th["files"], th
     kp = truth["helpers"]["keyctl_parent"]
     assert adds[(kp["tid"], "key_change_session_keyring")] == kp["calls"]
@@ -144,10 +155,10 @@ def test_threads_closing_at_once_are_exact_run_after_run(vm, tmp_path, cell):
         truth = json.loads(r.stdout.strip().splitlines()[-1])
         lines = load(out)
         check_window_and_balance(lines)
-        adds = Counter(x["tid"] for x in lines if x["type"] == "add" and x["func"] == "____fput")
-        cbs = Counter(x["tid"] for x in lines
-                      if x["type"] == "callback" and x["func"] == "____fput" and x["matched"])
-        got = [(adds[t["tid"]], cbs[t["tid"]]) for t in truth["threads"]]
+        got = [closes_in_window(lines, t) for t in truth["threads"]]
         assert got == [(32, 32)] * 4, (run, got)
         tasks = {t["tid"]: t for t in final_lines(lines, "task")}
-        assert all(tasks[t["tid"]]["adds"] == 32 for t in truth["threads"]), run
+        # the kernel's totals agree with the events, thread by thread
+        assert all(tasks[t["tid"]]["adds"] == sum(1 for x in lines if x["type"] == "add"
+                                                  and x["tid"] == t["tid"])
+                   for t in truth["threads"]), run

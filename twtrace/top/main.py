@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import sys
 import time
@@ -12,7 +11,9 @@ from typing import List, Optional
 from rich.console import Console
 
 from twtrace import cgroups
+from twtrace import validate as check
 from twtrace.errors import UserError
+from twtrace.signals import Stop
 from twtrace.top.state import Filters, TopState
 
 
@@ -36,38 +37,26 @@ class TopOptions:
 
 def parse_speed(text: str) -> float:
     """--speed: a factor (1 = recorded pace), or 0 / max = as fast as possible."""
-    if text.strip().lower() in ("max", "inf", "0"):
+    if text.strip().lower() in ("max", "0"):
         return 0.0
     try:
         value = float(text)
     except ValueError:
         raise UserError(f"--speed must be a number or max, not {text!r}") from None
-    if value < 0 or value != value or value == float("inf"):
-        raise UserError(f"--speed must be a positive number or max, not {text!r}")
+    check.speed(value)
     return value
 
 
-def _regex(flag: str, text: Optional[str]):
-    if not text:
-        return None
-    try:
-        return re.compile(text)
-    except re.error as e:
-        raise UserError(f"{flag} {text!r} is not a valid regular expression: {e}") from None
-
-
 def validate(opts: TopOptions) -> Filters:
-    if not opts.interval > 0:
-        raise UserError("the interval must be a positive number of seconds")
-    if opts.count is not None and opts.count < 1:
-        raise UserError("COUNT must be at least 1")
-    if opts.probe_mode not in ("auto", "kprobe", "fentry"):
-        raise UserError(f"--probe-mode must be auto, kprobe or fentry, not {opts.probe_mode!r}")
+    check.seconds("the interval", opts.interval, low=check.MIN_INTERVAL)
+    check.count("COUNT", opts.count)
+    check.choice("--probe-mode", opts.probe_mode, check.PROBE_MODES)
     # Live, the kernel filters by cgroup id; a replay's task lines by path.
     paths = [cgroups.hierarchy_path(p, cgroups.find_mount()) for p in opts.cgroups] \
         if opts.replay is not None else []
-    return Filters(pids=list(opts.pids), tids=list(opts.tids), comm=_regex("--comm", opts.comm),
-                   func=_regex("--func", opts.func), cgroups=paths)
+    return Filters(pids=list(opts.pids), tids=list(opts.tids),
+                   comm=check.regex("--comm", opts.comm), func=check.regex("--func", opts.func),
+                   cgroups=paths)
 
 
 def _open_source(opts: TopOptions):
@@ -77,6 +66,9 @@ def _open_source(opts: TopOptions):
         return sources.ReplaySource(opts.replay, opts.speed)
     sources.check_live_targets(opts.pids, opts.tids)
     ids = cgroups.filter_ids(opts.cgroups)
+    from twtrace.leftovers import remove_stale_probes
+
+    remove_stale_probes()  # what killed runs left in kprobe_events
     return sources.LiveSource(opts.probe_mode, opts.pids, opts.tids, opts.comm, opts.func, ids)
 
 
@@ -97,7 +89,13 @@ def run(opts: TopOptions) -> int:
     old_term = signal.signal(signal.SIGTERM, _on_sigterm)
     source = None
     try:
-        source = _open_source(opts)
+        # Start-up (bcc's compile) is one long C call: this makes a signal
+        # during it end top at once, not after it (twtrace/signals.py).
+        guard = Stop()
+        try:
+            source = _open_source(opts)
+        finally:
+            guard.restore()
         state = TopState(source.meta, opts.interval, filters, baseline=source.baseline())
         if interactive:
             return app.run(state, source)

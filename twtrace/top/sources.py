@@ -49,7 +49,7 @@ class ReplaySource:
         self.meta = Meta(hostname=h["hostname"], kernel=h["kernel"], arch=h["arch"],
                          probe_mode=h["probe_mode"], start_ns=h["start_ns"],
                          replay=str(path), speed=speed)
-        lost = lost_before_snapshots(path)
+        lost = [snap.lost for snap in rec.snapshots]
         self.samples: List[Sample] = []
         for i, snap in enumerate(rec.snapshots):
             line = {"type": "snapshot", "ts_ns": snap.ts_ns, "seq": snap.seq, "final": snap.final}
@@ -100,22 +100,6 @@ class ReplaySource:
         pass
 
 
-def lost_before_snapshots(path: str) -> List[int]:
-    """Cumulative lost-event count at each snapshot line, in file order.
-    read_record keeps only the total; this cheap pass parses just the lines
-    that can be lost or snapshot lines (the file was validated already)."""
-    out: List[int] = []
-    total = 0
-    with open(path, "rb") as f:
-        for raw in f:
-            if b'"lost"' not in raw and b'"snapshot"' not in raw:
-                continue
-            obj = json.loads(raw)
-            if obj.get("type") == "lost":
-                total += obj["count"]
-            elif obj.get("type") == "snapshot":
-                out.append(total)
-    return out
 
 
 def bpf_stats(loader) -> Optional[Dict[str, int]]:

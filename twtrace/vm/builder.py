@@ -321,7 +321,8 @@ def _precompile(cell: Cell, guest: Guest) -> None:
             "typer, rich.console, rich.table, rich.text, rich.live, rich.layout, "
             "rich.panel, rich.markup, rich.progress_bar, rich.traceback")
     with Machine(cell, guest=guest, writable_root=True) as vm:
-        vm.run(["python3", "-c", warm], timeout=300).check()
+        # cwd "/": the caller's directory is not shared with this guest
+        vm.run(["python3", "-c", warm], timeout=300, cwd="/").check()
 
 
 def _stamp(cell: Cell) -> str:

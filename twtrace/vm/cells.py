@@ -108,6 +108,33 @@ CELLS = {
 
 DEFAULT_CELL = "bookworm-amd64"
 
+# What a benchmark guest adds to its cell's userspace: the tools twtrace is
+# compared with and measured by (scripts/bench).
+BENCH_PACKAGES = ("bpftrace", "bpftool")
+
+
+@dataclass(frozen=True)
+class VariantCell(Cell):
+    """A cell's guest with extra packages, cached under its own name
+    (trixie-amd64+bench). A subclass rather than a new Cell field: the guest
+    cache key is the cell's fields, so the test guests' keys stay as they are."""
+
+    variant: str = ""
+
+    @property
+    def guest_name(self) -> str:
+        return f"{self.suite}-{self.arch}+{self.variant}"
+
+    @property
+    def name(self) -> str:
+        cpus = getattr(self, "cpus", 1)
+        return self.guest_name + (f"-smp{cpus}" if cpus > 1 else "")
+
+
+def bench_cell(cell: Cell) -> VariantCell:
+    fields = dict(cell.__dict__, userspace=tuple(cell.userspace) + BENCH_PACKAGES)
+    return VariantCell(variant="bench", **fields)
+
 
 def host_arch() -> str:
     return ARCH_ALIASES.get(platform.machine(), "amd64")
@@ -130,7 +157,8 @@ def find_cell(kernel: str | None = None, arch: str | None = None) -> Cell:
         default = CELLS[DEFAULT_CELL]
         kernel = default.kernel
     matches = [c for c in CELLS.values()
-               if (kernel in (c.kernel, c.suite, c.guest_name) and c.cpus == 1) or kernel == c.name
+               if ((kernel in (c.kernel, c.suite, c.guest_name) and c.cpus == 1)
+                   or kernel == c.name)
                and (want_arch is None or c.arch == want_arch)]
     if not matches:
         known = ", ".join(f"{c.kernel}/{c.arch}" for c in CELLS.values())

@@ -2,13 +2,18 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import List, Optional
 
 from twtrace.errors import UserError
+from twtrace.signals import quiet_exit
 from twtrace.vm import builder, cells
 from twtrace.vm.machine import Machine, VMError
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 def banner(cell: cells.Cell, guest: builder.Guest) -> str:
@@ -35,6 +40,9 @@ def run_in_guest(argv: List[str], cell: cells.Cell, memory: int = 1024,
     m = Machine(cell, guest=guest, memory_mb=memory, shares=[cwd])
     if interactive is None:
         interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    # SIGTERM, SIGINT, SIGHUP: unwind, so the finally below stops the guest
+    # (and QEMU dies with us on SIGKILL: PR_SET_PDEATHSIG in machine.py).
+    old = {s: signal.signal(s, quiet_exit) for s in STOP_SIGNALS}
     try:
         if interactive:
             return m.run_on_console(argv, cwd)
@@ -45,11 +53,16 @@ def run_in_guest(argv: List[str], cell: cells.Cell, memory: int = 1024,
             out[fd].write(data)
             out[fd].flush()
 
-        return m.run(argv, timeout=24 * 3600, cwd=cwd, stream=stream).rc
+        result = m.run(argv, timeout=24 * 3600, cwd=cwd, stream=stream)
+        if result.why_killed():
+            print(f"twtrace vm: the command was {result.why_killed()}", file=sys.stderr)
+        return result.rc if result.rc >= 0 else 128 - result.rc
     except VMError as e:
         raise UserError(str(e).splitlines()[0] + " (run with the same command to see the console)")
     finally:
         m.cleanup()
+        for s, handler in old.items():
+            signal.signal(s, handler)
 
 
 def main(args: List[str], kernel: Optional[str], arch: Optional[str], memory: int,

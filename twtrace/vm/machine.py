@@ -41,10 +41,20 @@ class Result:
     stderr: str
     elapsed: float
     timed_out: bool = False
+    oom_killed: bool = False
+
+    def why_killed(self) -> str:
+        """"" or what ended the command: the time limit or the OOM killer."""
+        if self.timed_out:
+            return "killed at its time limit"
+        if self.oom_killed:
+            return "killed by the guest's OOM killer (more memory: --memory)"
+        return ""
 
     def check(self) -> "Result":
         if self.rc != 0:
-            raise AssertionError(f"guest command failed (rc={self.rc})\n--- stdout\n"
+            why = f", {self.why_killed()}" if self.why_killed() else ""
+            raise AssertionError(f"guest command failed (rc={self.rc}{why})\n--- stdout\n"
                                  f"{self.stdout[-3000:]}\n--- stderr\n{self.stderr[-3000:]}")
         return self
 
@@ -55,6 +65,16 @@ def require_qemu(cell: Cell) -> str:
         raise UserError(f"{cell.arch_info.qemu} not found: install {cell.arch_info.qemu_pkg} "
                         f"(apt-get install --no-install-recommends {cell.arch_info.qemu_pkg})")
     return qemu
+
+
+def _die_with_parent() -> None:
+    """In QEMU's child before exec: the kernel kills it when twtrace dies,
+    however twtrace dies (SIGKILL included), so no guest is left running."""
+    import ctypes
+    import signal
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def _shares(paths) -> list:
@@ -136,7 +156,7 @@ class Machine:
         argv = self._qemu_argv("agent", None, serial)
         t0 = time.monotonic()
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
         listener.settimeout(0.2)
         deadline = t0 + BOOT_TIMEOUT
         try:
@@ -227,7 +247,8 @@ class Machine:
             elif msg.get("op") == "exit":
                 return Result(msg["rc"], out[1].decode(errors="replace"),
                               out[2].decode(errors="replace") + msg.get("error", ""),
-                              msg.get("elapsed", 0.0), msg.get("timed_out", False))
+                              msg.get("elapsed", 0.0), msg.get("timed_out", False),
+                              msg.get("oom_killed", False))
 
     def stop(self) -> None:
         if self.alive:
@@ -266,12 +287,84 @@ class Machine:
         spec.write_text(json.dumps({
             "argv": argv, "cwd": cwd, "tty": self.cell.arch_info.console,
             "term": os.environ.get("TERM", "vt100"), "rows": size.lines, "cols": size.columns}))
-        serial = ["-serial", "stdio"]
         self.shares.append(self.workdir)
+        ctl = _ResizeChannel(self.workdir / "ctl.sock")
+        serial = ["-serial", "stdio", *ctl.qemu_args()]
         argv_q = self._qemu_argv("cmd", spec, serial)
-        proc = subprocess.run(argv_q)
+        self.proc = subprocess.Popen(argv_q, preexec_fn=_die_with_parent)
+        try:
+            ctl.serve(self.proc)
+            status = self.proc.wait()
+        finally:
+            ctl.close()
+            self._end_console()
         rc_file = Path(str(spec) + ".rc")
         if not rc_file.exists():
             raise VMError(f"guest {self.cell.name}: the command did not finish "
-                          f"(QEMU status {proc.returncode})")
+                          f"(QEMU status {status})")
         return int(rc_file.read_text())
+
+    def _end_console(self) -> None:
+        # SIGTERM first: QEMU then restores the terminal it put in raw mode.
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class _ResizeChannel:
+    """Console mode: the host terminal's size, now and after each SIGWINCH,
+    to the guest agent over a virtio-serial port (it sets the guest tty's)."""
+
+    PORT = "org.twtrace.ctl"
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(str(path))
+        self.listener.listen(1)
+        self.conn = None
+        self.old = None
+
+    def qemu_args(self) -> list:
+        return ["-chardev", f"socket,id=ctl,path={self.path}", "-device", "virtio-serial-pci",
+                "-device", f"virtserialport,chardev=ctl,name={self.PORT}"]
+
+    def serve(self, proc) -> None:
+        """Accept QEMU's connection (made as it starts), then send sizes."""
+        import signal
+
+        self.listener.settimeout(0.2)
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        while self.conn is None and proc.poll() is None and time.monotonic() < deadline:
+            try:
+                self.conn, _ = self.listener.accept()
+            except socket.timeout:
+                pass
+        if self.conn is None:
+            return
+        self.old = signal.signal(signal.SIGWINCH, lambda *_: self.send())
+        self.send()
+
+    def send(self) -> None:
+        try:  # the terminal itself: $COLUMNS/$LINES would hide a resize
+            size = os.get_terminal_size(sys.stdout.fileno())
+        except OSError:
+            size = shutil.get_terminal_size((80, 24))
+        try:
+            self.conn.sendall(json.dumps({"rows": size.lines, "cols": size.columns})
+                              .encode() + b"\n")
+        except OSError:
+            pass  # the guest is going away
+
+    def close(self) -> None:
+        import signal
+
+        if self.old is not None:
+            signal.signal(signal.SIGWINCH, self.old)
+        for s in (self.conn, self.listener):
+            if s:
+                s.close()

@@ -14,6 +14,7 @@ import glob
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import termios
@@ -21,6 +22,7 @@ import threading
 import time
 
 PORT_NAME = "org.twtrace.agent"
+CTL_PORT = "org.twtrace.ctl"  # console mode: terminal size changes from the host
 
 MOUNTS = (  # (fstype, target); failures are ignored: not every kernel has every fs
     ("proc", "/proc"), ("sysfs", "/sys"), ("debugfs", "/sys/kernel/debug"),
@@ -46,10 +48,10 @@ def init_system():
     return params
 
 
-def find_port():
+def find_port(name=PORT_NAME):
     for name_file in glob.glob("/sys/class/virtio-ports/*/name"):
         with open(name_file) as f:
-            if f.read().strip() == PORT_NAME:
+            if f.read().strip() == name:
                 return "/dev/" + name_file.split("/")[-2]
     return None
 
@@ -86,8 +88,26 @@ def pump(chan, rid, stream, fd):
         chan.send({"id": rid, "op": "out", "fd": fd, "data": base64.b64encode(data).decode()})
 
 
+def oom_kills():
+    """The kernel's count of OOM kills so far (None before 4.13)."""
+    try:
+        with open("/proc/vmstat") as f:
+            for line in f:
+                if line.startswith("oom_kill "):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def was_oom_killed(before, rc):
+    after = oom_kills()
+    return rc == -signal.SIGKILL and None not in (before, after) and after > before
+
+
 def run(chan, req):
     rid = req["id"]
+    ooms = oom_kills()
     env = dict(os.environ)
     env.update(req.get("env") or {})
     start = time.monotonic()
@@ -112,6 +132,7 @@ def run(chan, req):
     for t in pumps:
         t.join()
     chan.send({"id": rid, "op": "exit", "rc": proc.returncode, "timed_out": timed_out,
+               "oom_killed": not timed_out and was_oom_killed(ooms, proc.returncode),
                "elapsed": time.monotonic() - start})
 
 
@@ -133,6 +154,30 @@ def agent():
             run(chan, req)
 
 
+def set_winsize(tty, rows, cols):
+    """Resize the tty: the kernel sends SIGWINCH to its foreground job."""
+    fd = os.open(tty, os.O_RDWR | os.O_NOCTTY)
+    try:
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    finally:
+        os.close(fd)
+
+
+def resize_loop(chan, tty):
+    while True:
+        msg = chan.recv()
+        rows, cols = int(msg.get("rows", 0)), int(msg.get("cols", 0))
+        if 0 < rows < 10000 and 0 < cols < 10000:
+            set_winsize(tty, rows, cols)
+
+
+def start_resizer(tty):
+    port = find_port(CTL_PORT)
+    if port is None:  # an older host: the size at start is all there is
+        return
+    threading.Thread(target=resize_loop, args=(Channel(port), tty), daemon=True).start()
+
+
 def console(spec_path):
     with open(spec_path) as f:
         spec = json.load(f)
@@ -150,10 +195,15 @@ def console(spec_path):
         if rows and cols:
             subprocess.call(["stty", "rows", str(rows), "cols", str(cols)])
 
+    ooms = oom_kills()
+    start_resizer(tty)
     try:
         proc = subprocess.Popen(spec["argv"], cwd=spec.get("cwd") or "/root", env=env,
                                 preexec_fn=become_session_leader)
         rc = proc.wait()
+        if was_oom_killed(ooms, rc):
+            print("twtrace vm: the command was killed by the guest's OOM killer "
+                  "(give the guest more memory: --memory)", file=sys.stderr)
     except OSError as e:
         print("twtrace vm: cannot run %s: %s" % (spec["argv"][0], e), file=sys.stderr)
         rc = 127

@@ -1,0 +1,1 @@
+"""twtrace's benchmark harness (scripts/bench): runs inside a guest, stdlib only."""
