@@ -186,6 +186,7 @@ class Loader:
         self._rt_failed = False
         self._inflight = None
         self._window_on = 0
+        self.closed_ns: Optional[int] = None  # when counting stopped (close_window)
         self._kprobe_skips_counted = kprobe_skips_counted()
 
     # -- setup -------------------------------------------------------------
@@ -331,6 +332,7 @@ class Loader:
         v.on, v.gen = 0, self.gen
         self._window_on = 0
         with self.reading():
+            self.closed_ns = time.monotonic_ns()
             ctl[ctl.Key(0)] = v
         drainer.grace_period()
         # After the grace period: a run that saw the window open may have

@@ -184,8 +184,10 @@ def _trace(opts, out, stop, loader, features, model) -> int:
     lines = _snapshot(out, session, now, seq, True, opts.events)
     tasks = [line for line in lines if line["type"] == "task"]
     funcs = [line for line in lines if line["type"] == "func"]
-    out.write(model.summary_line(tasks, funcs, session.stats, now - start_ns, bool(stop),
-                                 exit_status))
+    summary = model.summary_line(tasks, funcs, session.stats, now - start_ns, bool(stop),
+                                 exit_status)
+    summary["closed_ns"] = loader.closed_ns  # everything before it was counted
+    out.write(summary)
     out.finish()
     if exit_status is not None:
         return exit_status
