@@ -44,6 +44,7 @@ FENTRY_CALLBACKS = ("____fput", "__cleanup_mnt", "tctx_task_work", "task_mm_cid_
                     "posix_cpu_timers_work", "task_numa_work", "key_change_session_keyring",
                     "create_worker_cb", "create_worker_cont")
 
+POLL_BUDGET = 4096  # events handled per poll at most
 RET_INSTANCES = 256  # threads that can be inside task_work_run or one callback at once
 
 TW_ST = {"lost": 0, "unmatched": 1, "untimed": 3, "resync": 4, "noret": 6,
@@ -186,6 +187,7 @@ class Loader:
         self._rt_failed = False
         self._inflight = None
         self._window_on = 0
+        self._budget = POLL_BUDGET
         self.closed_ns: Optional[int] = None  # when counting stopped (close_window)
         self._kprobe_skips_counted = kprobe_skips_counted()
 
@@ -473,6 +475,11 @@ class Loader:
         def handle(_ctx_or_cpu, data):
             if self._on_event:
                 self._on_event(_ev_dict(table.event(data)))
+            # A ring buffer filled faster than it is read would keep one poll
+            # going for ever (the tracer would never reach its deadline or a
+            # signal): a negative return ends the poll; the rest waits.
+            self._budget -= 1
+            return -1 if self._budget <= 0 else 0
 
         def lost(count):
             self.lost_perf += count
@@ -486,10 +493,25 @@ class Loader:
     def on_event(self, fn: Callable[[dict], None]) -> None:
         self._on_event = fn
 
+    def drain_events(self) -> None:
+        """Reads the event buffer until empty (the window is closed: nothing
+        more is coming)."""
+        if not self.cfg.events:
+            return
+        for _ in range(100000):
+            self._budget = POLL_BUDGET
+            if self.features.ringbuf:
+                self.bpf.ring_buffer_poll(20)
+            else:
+                self.bpf.perf_buffer_poll(20)
+            if self._budget > 0:  # stopped short of the budget: empty
+                return
+
     def poll(self, timeout_ms: int) -> None:
         if not self.cfg.events:
             return
         if self.features.ringbuf:
+            self._budget = POLL_BUDGET
             self.bpf.ring_buffer_poll(timeout_ms)
         else:
             self.bpf.perf_buffer_poll(timeout_ms)
