@@ -28,7 +28,20 @@
  *   dereferenced once they may have run: many callbacks free their container.
  */
 #include <uapi/linux/ptrace.h>
+#ifdef TW_OFF_PID
+/* Field offsets from the running kernel's BTF (twtrace/btf.py): parsing
+ * <linux/sched.h> is half of what compiling this program costs. */
+struct task_struct;
+#define TASK_FIELD(t, field, off) ((void *)(t) + (off))
+#else
 #include <linux/sched.h>
+#define TASK_FIELD(t, field, off) (&(t)->field)
+#endif
+#define TASK_PID(t) TASK_FIELD(t, pid, TW_OFF_PID)
+#define TASK_TGID(t) TASK_FIELD(t, tgid, TW_OFF_TGID)
+#define TASK_START_TIME(t) TASK_FIELD(t, start_time, TW_OFF_START_TIME)
+#define TASK_COMM(t) TASK_FIELD(t, comm, TW_OFF_COMM)
+#define TASK_WORKS(t) TASK_FIELD(t, task_works, TW_OFF_TASK_WORKS)
 #include "twtrace.h"
 
 #define NOTIFY_MASK 0xff /* 6.12 OR-s TWAF_* flag bits into notify */
@@ -235,8 +248,8 @@ static __always_inline struct tstate *state_of(struct task_struct *t)
 	if (!init)
 		return 0;
 	u32 tid = 0, pid = 0;
-	bpf_probe_read_kernel(&tid, sizeof(tid), &t->pid);
-	bpf_probe_read_kernel(&pid, sizeof(pid), &t->tgid);
+	bpf_probe_read_kernel(&tid, sizeof(tid), TASK_PID(t));
+	bpf_probe_read_kernel(&pid, sizeof(pid), TASK_TGID(t));
 	init->tid = tid;
 	init->pid = pid;
 	/* twtrace's own closes queue ____fput on its threads: not traced. */
@@ -245,9 +258,9 @@ static __always_inline struct tstate *state_of(struct task_struct *t)
 	 * two tasks that share a tid (no fetch-and-add: not every bcc's clang
 	 * targets an instruction set that returns the old value). */
 	u64 st = 0;
-	bpf_probe_read_kernel(&st, sizeof(st), &t->start_time);
+	bpf_probe_read_kernel(&st, sizeof(st), TASK_START_TIME(t));
 	init->gen = (u32)(st ^ (st >> 32)) | 1;
-	bpf_probe_read_kernel_str(init->comm, sizeof(init->comm), t->comm);
+	bpf_probe_read_kernel_str(init->comm, sizeof(init->comm), TASK_COMM(t));
 	if (tasks.insert(&key, init) != 0 && !tasks.lookup(&key)) {
 		stat_inc(TW_ST_FULL_TASKS);
 		return 0;
@@ -264,8 +277,19 @@ static __always_inline struct tw_agg *agg_of(u32 gen, struct tstate *s, u64 func
 {
 	struct tw_key k = {.tid = s->tid, .gen = s->gen, .func = func};
 	struct tw_agg *a = aggs_get(gen, &k);
-	if (a)
+	if (a) {
+		/* exec renames a task mid-interval (its first items are often
+		 * queued before the exec, e.g. the shell closing a redirection):
+		 * the aggregate carries the name the task has now. */
+		u64 a0, a1, s0, s1;
+		__builtin_memcpy(&a0, a->comm, 8);
+		__builtin_memcpy(&a1, a->comm + 8, 8);
+		__builtin_memcpy(&s0, s->comm, 8);
+		__builtin_memcpy(&s1, s->comm + 8, 8);
+		if (a0 != s0 || a1 != s1)
+			__builtin_memcpy(a->comm, s->comm, TW_COMM_LEN);
 		return a;
+	}
 	struct tw_agg init = {.pid = s->pid};
 	__builtin_memcpy(init.comm, s->comm, TW_COMM_LEN);
 	aggs_put(gen, &k, &init);
@@ -341,7 +365,7 @@ static __always_inline int add_will_fail(struct task_struct *task)
 {
 #ifdef TW_WORK_EXITED
 	u64 head = 0;
-	bpf_probe_read_kernel(&head, sizeof(head), &task->task_works);
+	bpf_probe_read_kernel(&head, sizeof(head), TASK_WORKS(task));
 	return head == TW_WORK_EXITED;
 #else
 	return 0;
@@ -751,8 +775,8 @@ RAW_TRACEPOINT_PROBE(sched_process_free)
 #ifdef TW_FOLLOW
 	/* A followed process is gone once its leader is freed. */
 	u32 tid = 0, pid = 0;
-	bpf_probe_read_kernel(&tid, sizeof(tid), &t->pid);
-	bpf_probe_read_kernel(&pid, sizeof(pid), &t->tgid);
+	bpf_probe_read_kernel(&tid, sizeof(tid), TASK_PID(t));
+	bpf_probe_read_kernel(&pid, sizeof(pid), TASK_TGID(t));
 	if (tid == pid)
 		filter_pids.delete(&pid);
 #endif
@@ -781,10 +805,10 @@ RAW_TRACEPOINT_PROBE(sched_process_fork)
 	struct task_struct *parent = (struct task_struct *)ctx->args[0];
 	struct task_struct *child = (struct task_struct *)ctx->args[1];
 	u32 ptid = 0, ppid = 0, ctid = 0, cpid = 0;
-	bpf_probe_read_kernel(&ptid, sizeof(ptid), &parent->pid);
-	bpf_probe_read_kernel(&ppid, sizeof(ppid), &parent->tgid);
-	bpf_probe_read_kernel(&ctid, sizeof(ctid), &child->pid);
-	bpf_probe_read_kernel(&cpid, sizeof(cpid), &child->tgid);
+	bpf_probe_read_kernel(&ptid, sizeof(ptid), TASK_PID(parent));
+	bpf_probe_read_kernel(&ppid, sizeof(ppid), TASK_TGID(parent));
+	bpf_probe_read_kernel(&ctid, sizeof(ctid), TASK_PID(child));
+	bpf_probe_read_kernel(&cpid, sizeof(cpid), TASK_TGID(child));
 	/* A new thread joins a process that is already followed (or not). */
 	if (ctid != cpid)
 		return 0;

@@ -17,7 +17,7 @@ from twtrace.kernel import (BpfStats, Kallsyms, kernel_headers_dir, preemption_m
                             kprobe_skips_counted, prog_recursion_guard, prog_run_stats,
                             prog_skipped_runs,
                             symbol_addr, vmlinux_symbols)
-from twtrace import drain as drainer
+from twtrace import btf, drain as drainer
 
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 if not (BPF_DIR / "twtrace.bpf.c").exists():  # installed as package data
@@ -65,6 +65,13 @@ def import_bcc():
     return bcc
 
 
+def late_probes() -> bool:
+    """TWTRACE_LATE_PROBES=1 probes callbacks only once seen, as for unknown
+    ones (fentry callbacks too): the tests use it to exercise batch-level
+    settlement."""
+    return os.environ.get("TWTRACE_LATE_PROBES") == "1"
+
+
 @dataclass
 class TraceConfig:
     probe_mode: str = "auto"  # auto | kprobe | fentry
@@ -88,6 +95,7 @@ class Features:
     add_failure_known: bool = False  # the exit sentinel's address is known
     cas: bool = False  # maxima kept with compare-and-swap
     rt_reads: bool = True  # maps are read at real-time priority (see Loader.reading)
+    task_offsets: str = ""  # where task_struct's layout came from: "btf" or "headers ..."
     cancel: List[str] = field(default_factory=list)
     cancel_bool: bool = False
     callbacks_probed: List[str] = field(default_factory=list)
@@ -97,7 +105,7 @@ class Features:
         return {"probe_mode_reason": self.probe_mode_reason, "ringbuf": self.ringbuf,
                 "preemption": self.preemption, "recursion_guard": self.recursion_guard,
                 "add_failure_known": self.add_failure_known, "cas": self.cas,
-                "rt_reads": self.rt_reads,
+                "rt_reads": self.rt_reads, "task_offsets": self.task_offsets,
                 "cancel": self.cancel, "cancel_returns_bool": self.cancel_bool,
                 "callbacks_probed": sorted(self.callbacks_probed),
                 "callbacks_unprobed": dict(self.callbacks_unprobed)}
@@ -206,6 +214,7 @@ class Loader:
         self.features.add_failure_known = exited is not None
         if exited:
             flags.append(f"-DTW_WORK_EXITED={exited:#x}ULL")
+        flags += self._task_offset_flags()
         if self.cfg.events:
             flags.append("-DTW_EVENTS")
             if self.features.ringbuf:
@@ -217,6 +226,16 @@ class Loader:
         if self.cfg.stacks:
             flags.append("-DTW_STACKS")
         return flags
+
+    def _task_offset_flags(self) -> list:
+        """task_struct field offsets from the kernel's BTF, when it has them:
+        the program then compiles without <linux/sched.h>."""
+        if os.environ.get("TWTRACE_TASK_OFFSETS") == "headers":  # tests compare the two
+            offsets, why = None, "TWTRACE_TASK_OFFSETS=headers"
+        else:
+            offsets, why = btf.task_offsets()
+        self.features.task_offsets = "btf" if offsets else f"headers ({why})"
+        return btf.cflags(offsets) if offsets else []
 
     def _compile(self, fentry: bool, cb_fentry: List[str], cas: bool):
         bcc = import_bcc()
@@ -230,7 +249,7 @@ class Loader:
         """The cheapest program this kernel and bcc accept: fentry callbacks
         and compare-and-swap where they load, else without them."""
         guard = self.features.recursion_guard
-        cb = [n for n in FENTRY_CALLBACKS if n in self._vmlinux] if fentry else []
+        cb = [n for n in FENTRY_CALLBACKS if n in self._vmlinux] if fentry and not late_probes() else []
         tries = [(cb, bool(guard)), ([], bool(guard)), ([], False)]
         last = None
         for cb_try, cas in dict.fromkeys((tuple(c), k) for c, k in tries):
@@ -296,10 +315,7 @@ class Loader:
             addr = self.syms.addr(name)
             if addr:
                 self._mark_probed(addr, name)
-        # TWTRACE_LATE_PROBES=1 probes callbacks only once seen, as for unknown
-        # ones: the tests use it to exercise batch-level settlement.
-        late = os.environ.get("TWTRACE_LATE_PROBES") == "1"
-        for name in () if late else KNOWN_CALLBACKS:
+        for name in () if late_probes() else KNOWN_CALLBACKS:
             addr = self.syms.addr(name)
             if addr and name not in self._fentry_cb:
                 self._attach_callback(addr, name)
