@@ -1,4 +1,4 @@
-"""Offsets of the few task_struct fields the BPF side reads, from the
+"""Offsets of the few kernel struct fields the BPF side reads, from the
 kernel's own BTF (/sys/kernel/btf/vmlinux).
 
 Why: including <linux/sched.h> is most of what bcc's clang spends compiling
@@ -24,10 +24,11 @@ _FIXED = {INT: 4, ARRAY: 12, VAR: 4, DECL_TAG: 4}
 _PER_ENTRY = {STRUCT: 12, UNION: 12, ENUM: 8, FUNC_PROTO: 8, DATASEC: 12, ENUM64: 12}
 _MODIFIERS = {TYPEDEF, VOLATILE, CONST, RESTRICT, TYPE_TAG}
 
-# What the BPF side reads: field -> (macro, size in bytes it must have).
-TASK_FIELDS = {"pid": ("TW_OFF_PID", 4), "tgid": ("TW_OFF_TGID", 4),
-               "start_time": ("TW_OFF_START_TIME", 8), "comm": ("TW_OFF_COMM", 16),
-               "task_works": ("TW_OFF_TASK_WORKS", 8)}
+# What the BPF side reads: (struct, field) -> (macro, size in bytes it must have).
+FIELDS = {("task_struct", "pid"): ("TW_OFF_PID", 4), ("task_struct", "tgid"): ("TW_OFF_TGID", 4),
+          ("task_struct", "start_time"): ("TW_OFF_START_TIME", 8),
+          ("task_struct", "comm"): ("TW_OFF_COMM", 16),
+          ("task_struct", "task_works"): ("TW_OFF_TASK_WORKS", 8)}
 
 
 class BTFError(ValueError):
@@ -87,12 +88,19 @@ class BTF:
         name_off, info, st = struct.unpack_from(self.end + "III", self.data, self.offsets[tid])
         return name_off, (info >> 24) & 0x1F, bool(info >> 31), info & 0xFFFF, st
 
-    def find_struct(self, name: str) -> int:
+    def find_structs(self, names) -> Dict[str, int]:
+        """Type id of each named struct (one pass over the types)."""
+        want, found = set(names), {}
         for tid in range(1, len(self.offsets)):
             name_off, kind, _kf, _vlen, _ = self.type(tid)
-            if kind == STRUCT and name_off and self.name(name_off) == name:
-                return tid
-        raise BTFError(f"no struct {name}")
+            if kind == STRUCT and name_off:
+                name = self.name(name_off)
+                if name in want and name not in found:
+                    found[name] = tid
+        missing = sorted(want - set(found))
+        if missing:
+            raise BTFError("no struct " + ", ".join(missing))
+        return found
 
     def size_of(self, tid: int, depth: int = 0) -> int:
         if depth > 32:
@@ -136,28 +144,31 @@ class BTF:
         raise BTFError("type chain too long")
 
 
-def task_offsets_from(data: bytes) -> Dict[str, int]:
-    """Byte offset of each TASK_FIELDS field of struct task_struct; raises
+def offsets_from(data: bytes, fields=None) -> Dict[Tuple[str, str], int]:
+    """Byte offset of each (struct, field) of fields (default FIELDS); raises
     BTFError unless every one is found, byte aligned and of the expected size."""
+    fields = FIELDS if fields is None else fields
     btf = BTF(data)
-    task = btf.find_struct("task_struct")
-    found: Dict[str, int] = {}
-    for name, bits, mtype, bitsize in btf.members(task):
-        if name not in TASK_FIELDS or name in found:
-            continue
-        want = TASK_FIELDS[name][1]
-        if bitsize or bits % 8:
-            raise BTFError(f"task_struct.{name} is a bitfield")
-        if btf.size_of(mtype) != want:
-            raise BTFError(f"task_struct.{name} is not {want} bytes")
-        found[name] = bits // 8
-    missing = sorted(set(TASK_FIELDS) - set(found))
+    ids = btf.find_structs({st for st, _ in fields})
+    found: Dict[Tuple[str, str], int] = {}
+    for st, tid in ids.items():
+        for name, bits, mtype, bitsize in btf.members(tid):
+            key = (st, name)
+            if key not in fields or key in found:
+                continue
+            want = fields[key][1]
+            if bitsize or bits % 8:
+                raise BTFError(f"{st}.{name} is a bitfield")
+            if btf.size_of(mtype) != want:
+                raise BTFError(f"{st}.{name} is not {want} bytes")
+            found[key] = bits // 8
+    missing = sorted(f"{st}.{n}" for st, n in set(fields) - set(found))
     if missing:
-        raise BTFError("task_struct has no " + ", ".join(missing))
+        raise BTFError("no field " + ", ".join(missing))
     return found
 
 
-def task_offsets(path: str = BTF_PATH) -> Tuple[Optional[Dict[str, int]], str]:
+def field_offsets(path: str = BTF_PATH, fields=None) -> Tuple[Optional[Dict], str]:
     """(offsets, why not): offsets is None when they cannot be had from BTF."""
     try:
         with open(path, "rb") as f:
@@ -165,10 +176,11 @@ def task_offsets(path: str = BTF_PATH) -> Tuple[Optional[Dict[str, int]], str]:
     except OSError as e:
         return None, f"no kernel BTF ({e.strerror or e})"
     try:
-        return task_offsets_from(data), ""
+        return offsets_from(data, fields), ""
     except BTFError as e:
         return None, f"kernel BTF unusable: {e}"
 
 
-def cflags(offsets: Dict[str, int]) -> list:
-    return [f"-D{TASK_FIELDS[f][0]}={off}" for f, off in sorted(offsets.items())]
+def cflags(offsets: Dict[Tuple[str, str], int], fields=None) -> list:
+    fields = FIELDS if fields is None else fields
+    return [f"-D{fields[k][0]}={off}" for k, off in sorted(offsets.items())]

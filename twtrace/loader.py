@@ -233,7 +233,7 @@ class Loader:
         if os.environ.get("TWTRACE_TASK_OFFSETS") == "headers":  # tests compare the two
             offsets, why = None, "TWTRACE_TASK_OFFSETS=headers"
         else:
-            offsets, why = btf.task_offsets()
+            offsets, why = btf.field_offsets()
         self.features.task_offsets = "btf" if offsets else f"headers ({why})"
         return btf.cflags(offsets) if offsets else []
 

@@ -57,48 +57,58 @@ def _task_btf(endian="<", comm_len=16, pid_type=4, drop=None, start_bits=128):
     return _blob(types, _NAMES, endian)
 
 
+def _task(data):
+    return {f: off for (st, f), off in btf.offsets_from(data).items() if st == "task_struct"}
+
+
 def test_offsets_through_typedefs_unions_and_bitfields():
-    assert btf.task_offsets_from(_task_btf()) == {
+    assert _task(_task_btf()) == {
         "pid": 8, "tgid": 12, "start_time": 16, "comm": 32, "task_works": 64}
 
 
 def test_big_endian_images_read_the_same():
-    assert btf.task_offsets_from(_task_btf(">"))["start_time"] == 16
+    assert _task(_task_btf(">"))["start_time"] == 16
 
 
 @pytest.mark.parametrize("kwargs, words", [
-    ({"drop": "task_works"}, "no task_works"),
+    ({"drop": "task_works"}, "no field task_struct.task_works"),
     ({"comm_len": 32}, "comm is not 16 bytes"),
     ({"pid_type": 2}, "pid is not 4 bytes"),
     ({"start_bits": 130}, "bitfield"),
 ])
 def test_unexpected_layouts_are_refused(kwargs, words):
     with pytest.raises(btf.BTFError, match=words):
-        btf.task_offsets_from(_task_btf(**kwargs))
+        _task(_task_btf(**kwargs))
 
 
 @pytest.mark.parametrize("cut", [3, 24, 40, -5])
 def test_truncated_or_foreign_data_is_refused(cut):
     data = _task_btf()
     with pytest.raises(btf.BTFError):
-        btf.task_offsets_from(data[:cut] if cut > 0 else data[:24] + data[24:cut])
+        _task(data[:cut] if cut > 0 else data[:24] + data[24:cut])
     with pytest.raises(btf.BTFError):
-        btf.task_offsets_from(b"\x7fELF" + data[4:])
+        _task(b"\x7fELF" + data[4:])
 
 
 def test_missing_file_says_why(tmp_path):
-    offsets, why = btf.task_offsets(str(tmp_path / "none"))
+    offsets, why = btf.field_offsets(str(tmp_path / "none"))
     assert offsets is None and "no kernel BTF" in why
 
 
 def test_cflags_name_every_field():
-    flags = btf.cflags(btf.task_offsets_from(_task_btf()))
+    flags = btf.cflags(btf.offsets_from(_task_btf()))
     assert sorted(flags) == sorted(["-DTW_OFF_PID=8", "-DTW_OFF_TGID=12", "-DTW_OFF_START_TIME=16",
                                     "-DTW_OFF_COMM=32", "-DTW_OFF_TASK_WORKS=64"])
 
 
 @pytest.mark.skipif(not os.path.exists(btf.BTF_PATH), reason="this kernel has no BTF")
 def test_this_kernel():
-    off = btf.task_offsets_from(open(btf.BTF_PATH, "rb").read())
+    off = _task(open(btf.BTF_PATH, "rb").read())
     # the order struct task_struct has had in every kernel since 2.6
     assert off["pid"] + 4 == off["tgid"] and off["pid"] < off["start_time"] < off["comm"]
+
+
+def test_a_struct_the_kernel_lacks_is_named():
+    fields = {**btf.FIELDS, ("css_set", "dfl_cgrp"): ("TW_OFF_CSS_DFL", 8)}
+    with pytest.raises(btf.BTFError, match="no struct css_set"):
+        btf.offsets_from(_task_btf(), fields)
