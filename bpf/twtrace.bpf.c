@@ -29,9 +29,33 @@
  *   dereferenced once they may have run: many callbacks free their container.
  */
 #include <uapi/linux/ptrace.h>
+#ifdef TW_OFF_PID
+/* Field offsets from the running kernel's BTF (twtrace/btf.py): parsing
+ * <linux/sched.h> and the cgroup headers is most of what compiling this
+ * program costs. */
+struct task_struct;
+struct css_set;
+struct cgroup;
+struct cgroup_subsys_state;
+struct kernfs_node;
+#define KFIELD(p, field, off) ((void *)(p) + (off))
+#else
 #include <linux/sched.h>
 #include <linux/cgroup-defs.h>
 #include <linux/kernfs.h>
+#define KFIELD(p, field, off) (&(p)->field)
+#endif
+#define TASK_PID(t) KFIELD(t, pid, TW_OFF_PID)
+#define TASK_TGID(t) KFIELD(t, tgid, TW_OFF_TGID)
+#define TASK_START_TIME(t) KFIELD(t, start_time, TW_OFF_START_TIME)
+#define TASK_COMM(t) KFIELD(t, comm, TW_OFF_COMM)
+#define TASK_WORKS(t) KFIELD(t, task_works, TW_OFF_TASK_WORKS)
+#define TASK_CGROUPS(t) KFIELD(t, cgroups, TW_OFF_TASK_CGROUPS)
+#define CSS_SET_DFL_CGRP(cs) KFIELD(cs, dfl_cgrp, TW_OFF_CSS_SET_DFL_CGRP)
+#define CGROUP_KN(cg) KFIELD(cg, kn, TW_OFF_CGROUP_KN)
+#define CGROUP_PARENT_CSS(cg) KFIELD(cg, self.parent, TW_OFF_CGROUP_SELF + TW_OFF_CSS_PARENT)
+#define CSS_CGROUP(css) KFIELD(css, cgroup, TW_OFF_CSS_CGROUP)
+#define KERNFS_ID(kn) KFIELD(kn, id, TW_OFF_KERNFS_ID)
 #include "twtrace.h"
 
 #define NOTIFY_MASK 0xff /* 6.12 OR-s TWAF_* flag bits into notify */
@@ -242,16 +266,16 @@ static __always_inline u64 cgroup_of(struct task_struct *t)
 	struct cgroup *cg = 0;
 	struct kernfs_node *kn = 0;
 	u64 id = 0;
-	bpf_probe_read_kernel(&cs, sizeof(cs), &t->cgroups);
+	bpf_probe_read_kernel(&cs, sizeof(cs), TASK_CGROUPS(t));
 	if (!cs)
 		return 0;
-	bpf_probe_read_kernel(&cg, sizeof(cg), &cs->dfl_cgrp);
+	bpf_probe_read_kernel(&cg, sizeof(cg), CSS_SET_DFL_CGRP(cs));
 	if (!cg)
 		return 0;
-	bpf_probe_read_kernel(&kn, sizeof(kn), &cg->kn);
+	bpf_probe_read_kernel(&kn, sizeof(kn), CGROUP_KN(cg));
 	if (!kn)
 		return 0;
-	bpf_probe_read_kernel(&id, sizeof(id), &kn->id);
+	bpf_probe_read_kernel(&id, sizeof(id), KERNFS_ID(kn));
 	return id;
 }
 
@@ -283,8 +307,8 @@ static __always_inline struct tstate *state_of(struct task_struct *t)
 	if (!init)
 		return 0;
 	u32 tid = 0, pid = 0;
-	bpf_probe_read_kernel(&tid, sizeof(tid), &t->pid);
-	bpf_probe_read_kernel(&pid, sizeof(pid), &t->tgid);
+	bpf_probe_read_kernel(&tid, sizeof(tid), TASK_PID(t));
+	bpf_probe_read_kernel(&pid, sizeof(pid), TASK_TGID(t));
 	init->tid = tid;
 	init->pid = pid;
 	init->task = key;
@@ -294,9 +318,9 @@ static __always_inline struct tstate *state_of(struct task_struct *t)
 	 * two tasks that share a tid (no fetch-and-add: not every bcc's clang
 	 * targets an instruction set that returns the old value). */
 	u64 st = 0;
-	bpf_probe_read_kernel(&st, sizeof(st), &t->start_time);
+	bpf_probe_read_kernel(&st, sizeof(st), TASK_START_TIME(t));
 	init->gen = (u32)(st ^ (st >> 32)) | 1;
-	bpf_probe_read_kernel_str(init->comm, sizeof(init->comm), t->comm);
+	bpf_probe_read_kernel_str(init->comm, sizeof(init->comm), TASK_COMM(t));
 	if (tasks.insert(&key, init) != 0 && !tasks.lookup(&key)) {
 		stat_inc(TW_ST_FULL_TASKS);
 		return 0;
@@ -313,8 +337,19 @@ static __always_inline struct tw_agg *agg_of(u32 gen, struct tstate *s, u64 func
 {
 	struct tw_key k = {.tid = s->tid, .gen = s->gen, .func = func};
 	struct tw_agg *a = aggs_get(gen, &k);
-	if (a)
+	if (a) {
+		/* exec renames a task mid-interval (its first items are often
+		 * queued before the exec, e.g. the shell closing a redirection):
+		 * the aggregate carries the name the task has now. */
+		u64 a0, a1, s0, s1;
+		__builtin_memcpy(&a0, a->comm, 8);
+		__builtin_memcpy(&a1, a->comm + 8, 8);
+		__builtin_memcpy(&s0, s->comm, 8);
+		__builtin_memcpy(&s1, s->comm + 8, 8);
+		if (a0 != s0 || a1 != s1)
+			__builtin_memcpy(a->comm, s->comm, TW_COMM_LEN);
 		return a;
+	}
 	/* Once per task and function per interval: cheap enough to refresh the
 	 * cgroup of threads whose process moved (only the leader's move is
 	 * reported, below). */
@@ -394,7 +429,7 @@ static __always_inline int add_will_fail(struct task_struct *task)
 {
 #ifdef TW_WORK_EXITED
 	u64 head = 0;
-	bpf_probe_read_kernel(&head, sizeof(head), &task->task_works);
+	bpf_probe_read_kernel(&head, sizeof(head), TASK_WORKS(task));
 	return head == TW_WORK_EXITED;
 #else
 	return 0;
@@ -806,8 +841,8 @@ RAW_TRACEPOINT_PROBE(sched_process_free)
 #ifdef TW_FOLLOW
 	/* A followed process is gone once its leader is freed. */
 	u32 tid = 0, pid = 0;
-	bpf_probe_read_kernel(&tid, sizeof(tid), &t->pid);
-	bpf_probe_read_kernel(&pid, sizeof(pid), &t->tgid);
+	bpf_probe_read_kernel(&tid, sizeof(tid), TASK_PID(t));
+	bpf_probe_read_kernel(&pid, sizeof(pid), TASK_TGID(t));
 	if (tid == pid)
 		filter_pids.delete(&pid);
 #endif
@@ -853,18 +888,18 @@ RAW_TRACEPOINT_PROBE(cgroup_mkdir)
 	struct cgroup *parent = 0;
 	struct kernfs_node *kn = 0;
 	u64 id = 0, pid = 0;
-	bpf_probe_read_kernel(&pcss, sizeof(pcss), &cg->self.parent);
+	bpf_probe_read_kernel(&pcss, sizeof(pcss), CGROUP_PARENT_CSS(cg));
 	if (!pcss)
 		return 0;
-	bpf_probe_read_kernel(&parent, sizeof(parent), &pcss->cgroup);
+	bpf_probe_read_kernel(&parent, sizeof(parent), CSS_CGROUP(pcss));
 	if (!parent)
 		return 0;
-	bpf_probe_read_kernel(&kn, sizeof(kn), &parent->kn);
-	bpf_probe_read_kernel(&pid, sizeof(pid), &kn->id);
+	bpf_probe_read_kernel(&kn, sizeof(kn), CGROUP_KN(parent));
+	bpf_probe_read_kernel(&pid, sizeof(pid), KERNFS_ID(kn));
 	if (!filter_cgroups.lookup(&pid))
 		return 0;
-	bpf_probe_read_kernel(&kn, sizeof(kn), &cg->kn);
-	bpf_probe_read_kernel(&id, sizeof(id), &kn->id);
+	bpf_probe_read_kernel(&kn, sizeof(kn), CGROUP_KN(cg));
+	bpf_probe_read_kernel(&id, sizeof(id), KERNFS_ID(kn));
 	u8 one = 1;
 	if (filter_cgroups.update(&id, &one) != 0)
 		stat_inc(TW_ST_FULL_CGROUPS);
@@ -884,10 +919,10 @@ RAW_TRACEPOINT_PROBE(sched_process_fork)
 	struct task_struct *parent = (struct task_struct *)ctx->args[0];
 	struct task_struct *child = (struct task_struct *)ctx->args[1];
 	u32 ptid = 0, ppid = 0, ctid = 0, cpid = 0;
-	bpf_probe_read_kernel(&ptid, sizeof(ptid), &parent->pid);
-	bpf_probe_read_kernel(&ppid, sizeof(ppid), &parent->tgid);
-	bpf_probe_read_kernel(&ctid, sizeof(ctid), &child->pid);
-	bpf_probe_read_kernel(&cpid, sizeof(cpid), &child->tgid);
+	bpf_probe_read_kernel(&ptid, sizeof(ptid), TASK_PID(parent));
+	bpf_probe_read_kernel(&ppid, sizeof(ppid), TASK_TGID(parent));
+	bpf_probe_read_kernel(&ctid, sizeof(ctid), TASK_PID(child));
+	bpf_probe_read_kernel(&cpid, sizeof(cpid), TASK_TGID(child));
 	/* A new thread joins a process that is already followed (or not). */
 	if (ctid != cpid)
 		return 0;

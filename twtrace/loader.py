@@ -17,7 +17,7 @@ from twtrace.kernel import (BpfStats, Kallsyms, kernel_headers_dir, preemption_m
                             kprobe_skips_counted, prog_recursion_guard, prog_run_stats,
                             prog_skipped_runs,
                             symbol_addr, vmlinux_symbols)
-from twtrace import drain as drainer
+from twtrace import btf, drain as drainer
 
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 if not (BPF_DIR / "twtrace.bpf.c").exists():  # installed as package data
@@ -44,6 +44,7 @@ FENTRY_CALLBACKS = ("____fput", "__cleanup_mnt", "tctx_task_work", "task_mm_cid_
                     "posix_cpu_timers_work", "task_numa_work", "key_change_session_keyring",
                     "create_worker_cb", "create_worker_cont")
 
+POLL_BUDGET = 4096  # events handled per poll at most
 RET_INSTANCES = 256  # threads that can be inside task_work_run or one callback at once
 
 TW_ST = {"lost": 0, "unmatched": 1, "untimed": 3, "resync": 4, "noret": 6,
@@ -62,6 +63,13 @@ def import_bcc():
                         "(Debian/Ubuntu: apt-get install python3-bpfcc; Fedora: dnf install "
                         "python3-bcc) and run twtrace with that Python (scripts/setup does this)")
     return bcc
+
+
+def late_probes() -> bool:
+    """TWTRACE_LATE_PROBES=1 probes callbacks only once seen, as for unknown
+    ones (fentry callbacks too): the tests use it to exercise batch-level
+    settlement."""
+    return os.environ.get("TWTRACE_LATE_PROBES") == "1"
 
 
 @dataclass
@@ -88,6 +96,7 @@ class Features:
     add_failure_known: bool = False  # the exit sentinel's address is known
     cas: bool = False  # maxima kept with compare-and-swap
     rt_reads: bool = True  # maps are read at real-time priority (see Loader.reading)
+    task_offsets: str = ""  # where task_struct's layout came from: "btf" or "headers ..."
     cancel: List[str] = field(default_factory=list)
     cancel_bool: bool = False
     callbacks_probed: List[str] = field(default_factory=list)
@@ -97,7 +106,7 @@ class Features:
         return {"probe_mode_reason": self.probe_mode_reason, "ringbuf": self.ringbuf,
                 "preemption": self.preemption, "recursion_guard": self.recursion_guard,
                 "add_failure_known": self.add_failure_known, "cas": self.cas,
-                "rt_reads": self.rt_reads,
+                "rt_reads": self.rt_reads, "task_offsets": self.task_offsets,
                 "cancel": self.cancel, "cancel_returns_bool": self.cancel_bool,
                 "callbacks_probed": sorted(self.callbacks_probed),
                 "callbacks_unprobed": dict(self.callbacks_unprobed)}
@@ -188,6 +197,8 @@ class Loader:
         self._rt_failed = False
         self._inflight = None
         self._window_on = 0
+        self._budget = POLL_BUDGET
+        self.closed_ns: Optional[int] = None  # when counting stopped (close_window)
         self._kprobe_skips_counted = kprobe_skips_counted()
 
     # -- setup -------------------------------------------------------------
@@ -205,6 +216,7 @@ class Loader:
         self.features.add_failure_known = exited is not None
         if exited:
             flags.append(f"-DTW_WORK_EXITED={exited:#x}ULL")
+        flags += self._task_offset_flags()
         if self.cfg.events:
             flags.append("-DTW_EVENTS")
             if self.features.ringbuf:
@@ -219,6 +231,16 @@ class Loader:
             flags.append("-DTW_STACKS")
         return flags
 
+    def _task_offset_flags(self) -> list:
+        """task_struct field offsets from the kernel's BTF, when it has them:
+        the program then compiles without <linux/sched.h>."""
+        if os.environ.get("TWTRACE_TASK_OFFSETS") == "headers":  # tests compare the two
+            offsets, why = None, "TWTRACE_TASK_OFFSETS=headers"
+        else:
+            offsets, why = btf.field_offsets()
+        self.features.task_offsets = "btf" if offsets else f"headers ({why})"
+        return btf.cflags(offsets) if offsets else []
+
     def _compile(self, fentry: bool, cb_fentry: List[str], cas: bool):
         bcc = import_bcc()
         text = (BPF_DIR / "twtrace.bpf.c").read_text()
@@ -231,7 +253,7 @@ class Loader:
         """The cheapest program this kernel and bcc accept: fentry callbacks
         and compare-and-swap where they load, else without them."""
         guard = self.features.recursion_guard
-        cb = [n for n in FENTRY_CALLBACKS if n in self._vmlinux] if fentry else []
+        cb = [n for n in FENTRY_CALLBACKS if n in self._vmlinux] if fentry and not late_probes() else []
         tries = [(cb, bool(guard)), ([], bool(guard)), ([], False)]
         last = None
         for cb_try, cas in dict.fromkeys((tuple(c), k) for c, k in tries):
@@ -297,10 +319,7 @@ class Loader:
             addr = self.syms.addr(name)
             if addr:
                 self._mark_probed(addr, name)
-        # TWTRACE_LATE_PROBES=1 probes callbacks only once seen, as for unknown
-        # ones: the tests use it to exercise batch-level settlement.
-        late = os.environ.get("TWTRACE_LATE_PROBES") == "1"
-        for name in () if late else KNOWN_CALLBACKS:
+        for name in () if late_probes() else KNOWN_CALLBACKS:
             addr = self.syms.addr(name)
             if addr and name not in self._fentry_cb:
                 self._attach_callback(addr, name)
@@ -335,6 +354,7 @@ class Loader:
         v.on, v.gen = 0, self.gen
         self._window_on = 0
         with self.reading():
+            self.closed_ns = time.monotonic_ns()
             ctl[ctl.Key(0)] = v
         drainer.grace_period()
         # After the grace period: a run that saw the window open may have
@@ -479,6 +499,11 @@ class Loader:
         def handle(_ctx_or_cpu, data):
             if self._on_event:
                 self._on_event(_ev_dict(table.event(data)))
+            # A ring buffer filled faster than it is read would keep one poll
+            # going for ever (the tracer would never reach its deadline or a
+            # signal): a negative return ends the poll; the rest waits.
+            self._budget -= 1
+            return -1 if self._budget <= 0 else 0
 
         def lost(count):
             self.lost_perf += count
@@ -492,10 +517,25 @@ class Loader:
     def on_event(self, fn: Callable[[dict], None]) -> None:
         self._on_event = fn
 
+    def drain_events(self) -> None:
+        """Reads the event buffer until empty (the window is closed: nothing
+        more is coming)."""
+        if not self.cfg.events:
+            return
+        for _ in range(100000):
+            self._budget = POLL_BUDGET
+            if self.features.ringbuf:
+                self.bpf.ring_buffer_poll(20)
+            else:
+                self.bpf.perf_buffer_poll(20)
+            if self._budget > 0:  # stopped short of the budget: empty
+                return
+
     def poll(self, timeout_ms: int) -> None:
         if not self.cfg.events:
             return
         if self.features.ringbuf:
+            self._budget = POLL_BUDGET
             self.bpf.ring_buffer_poll(timeout_ms)
         else:
             self.bpf.perf_buffer_poll(timeout_ms)

@@ -181,14 +181,15 @@ def _trace(opts, out, stop, loader, features, model) -> int:
     if proc:
         exit_status = _finish_command(proc, stop)
     now = loader.close_window()  # the aggregates and the events end at one instant
-    for _ in range(3):  # drain what the buffers still hold
-        loader.poll(20)
+    loader.drain_events()  # everything counted is written
     _lost_line(out, loader, lost_seen, now)
     lines = _snapshot(out, session, now, seq, True, opts.events)
     tasks = [line for line in lines if line["type"] == "task"]
     funcs = [line for line in lines if line["type"] == "func"]
-    out.write(model.summary_line(tasks, funcs, session.stats, now - start_ns, bool(stop),
-                                 exit_status))
+    summary = model.summary_line(tasks, funcs, session.stats, now - start_ns, bool(stop),
+                                 exit_status)
+    summary["closed_ns"] = loader.closed_ns  # everything before it was counted
+    out.write(summary)
     out.finish()
     if exit_status is not None:
         return exit_status

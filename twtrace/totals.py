@@ -47,7 +47,7 @@ class Totals:
         self.gone_hists: Dict[tuple, Histogram] = {}  # (func, kind)
         self.gone_tasks = 0
         self._to_fold: set = set()
-        self._filtered: set = set()
+        self._filtered: Dict[TKey, str] = {}  # task -> the name it was filtered out under
         self.funcs: set = set()
 
     # -- intake ----------------------------------------------------------
@@ -87,7 +87,7 @@ class Totals:
                 self.tasks[tk]["exited"] = True
                 if not self.keep_exited:
                     self._to_fold.add(tk)
-            self._filtered.discard(tk)
+            self._filtered.pop(tk, None)
         self.funcs |= seen
         return seen
 
@@ -105,11 +105,14 @@ class Totals:
     def _wanted(self, tk: TKey, comm: str) -> bool:
         if tk in self.tasks:
             return True
-        if tk in self._filtered:
+        # decided again when the name changes: exec renames a task that was
+        # first seen as the shell that started it
+        if self._filtered.get(tk) == comm:
             return False
         if self.comm_re is None or self.comm_re.search(comm):
+            self._filtered.pop(tk, None)
             return True
-        self._filtered.add(tk)
+        self._filtered[tk] = comm
         return False
 
     def _task(self, tk: TKey, a: dict) -> dict:

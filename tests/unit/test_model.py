@@ -241,3 +241,15 @@ def test_func_lines_carry_stacks_and_validate():
     line = model.event_line(ev, hex, lambda a: True)
     validate_line(line)
     assert line["stack"] == ["task_work_add", "fput"]
+
+
+def test_comm_filter_decides_again_after_exec_renames_a_task():
+    """The shell that starts a workload queues its first items (closing a
+    redirection) under its own name; after exec the task matches the filter."""
+    before = {"aggs": {(300, 3, FPUT): agg(1, 1, [10], [10], pid=300, comm="sh")}}
+    after = {"aggs": {(300, 3, FPUT): agg(8, 8, [10] * 8, [10] * 8, pid=300, comm="python3")}}
+    lines = snap(comm="^python", deltas=(before, after))
+    (task,) = [t for t in lines if t["type"] == "task"]
+    assert (task["tid"], task["comm"], task["adds"]) == (300, "python3", 8)
+    assert snap(comm="^python", deltas=(before,)) == [x for x in snap(comm="^python", deltas=(before,))
+                                                      if x["type"] not in ("task", "func")]

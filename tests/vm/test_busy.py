@@ -99,7 +99,9 @@ def test_attached_to_an_already_busy_workload(vm, tmp_path):
     assert truth["t_begin_ns"] < start and truth["t_finish_ns"] > end, "not attached mid-run"
     check_window_and_balance(lines)
     tid = truth["tid"]
-    inside = [rd for rd in truth["rounds"] if start < rd["t_start_ns"] and rd["t_end_ns"] < end]
+    closed = summary["closed_ns"]  # counting stopped here; the rest is the stop itself
+    assert start < closed <= end
+    inside = [rd for rd in truth["rounds"] if start < rd["t_start_ns"] and rd["t_end_ns"] < closed]
     assert len(inside) >= 5
     for rd in inside:
         lo, hi = rd["t_start_ns"], rd["t_end_ns"]

@@ -100,11 +100,14 @@ CELLS = {
         _cell("sid", "7.2", "amd64"),
         _cell("bookworm", "6.1", "arm64"),
         _cell("trixie", "6.12", "arm64"),
-        # Two vCPUs: fentry on x86-64, kprobes on arm64.
-        _cell("trixie", "6.12", "amd64", cpus=2),
-        _cell("bookworm", "6.1", "arm64", cpus=2),
     )
 }
+# Two vCPUs: fentry on x86-64, kprobes on arm64.  Not in the CI matrix until
+# both have passed whole (test_busy passes on trixie-amd64-smp2); run them
+# with --cells trixie-amd64-smp2,bookworm-arm64-smp2.
+SMP_CELLS = {c.name: c for c in (_cell("trixie", "6.12", "amd64", cpus=2),
+                                 _cell("bookworm", "6.1", "arm64", cpus=2))}
+ALL_CELLS = {**CELLS, **SMP_CELLS}
 
 DEFAULT_CELL = "bookworm-amd64"
 
@@ -148,15 +151,15 @@ def find_cell(kernel: str | None = None, arch: str | None = None) -> Cell:
     """
     kernel = kernel or os.environ.get("TWTRACE_VM_KERNEL") or ""
     arch = arch or os.environ.get("TWTRACE_VM_ARCH") or ""
-    if kernel in CELLS and not arch:
-        return CELLS[kernel]
+    if kernel in ALL_CELLS and not arch:
+        return ALL_CELLS[kernel]
     want_arch = ARCH_ALIASES.get(arch, arch) if arch else None
     if arch and want_arch not in ARCHES:
         raise UserError(f"unknown guest architecture {arch!r}; known: {', '.join(sorted(ARCHES))}")
     if not kernel:
         default = CELLS[DEFAULT_CELL]
         kernel = default.kernel
-    matches = [c for c in CELLS.values()
+    matches = [c for c in ALL_CELLS.values()
                if ((kernel in (c.kernel, c.suite, c.guest_name) and c.cpus == 1)
                    or kernel == c.name)
                and (want_arch is None or c.arch == want_arch)]

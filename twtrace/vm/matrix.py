@@ -96,7 +96,7 @@ class CellRun:
         py = sys.executable
         t_end = time.monotonic() + CELL_TIMEOUT
         build = [py, "-c", "import sys; from twtrace.vm import builder, cells; "
-                 f"builder.build(cells.CELLS[{self.cell.name!r}])"]
+                 f"builder.build(cells.ALL_CELLS[{self.cell.name!r}])"]
         rc, self.build_s = _timed_run(build, self.log, CELL_TIMEOUT, procs)
         if rc != 0:
             self.status, self.note = "FAILED", "guest build failed" if rc is not None else "build timed out"
