@@ -68,16 +68,20 @@ class BTF:
         self.offsets = self._index()
 
     def _index(self) -> array:
-        """Byte offset of every type, by id (id 0 is void)."""
+        """Byte offset of every type, by id (id 0 is void); on the way, the
+        first struct of each name (by name offset)."""
         offs = array("Q", [0])
+        self._structs: Dict[int, int] = {}
         unpack = struct.Struct(self.end + "III").unpack_from
         pos, end = self.types, self.types_end
         while pos < end:
             if pos + 12 > end:
                 raise BTFError("truncated type")
-            offs.append(pos)
-            info = unpack(self.data, pos)[1]
+            name_off, info, _ = unpack(self.data, pos)
             kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
+            if kind == STRUCT and name_off:
+                self._structs.setdefault(name_off, len(offs))
+            offs.append(pos)
             pos += 12 + _FIXED.get(kind, 0) + _PER_ENTRY.get(kind, 0) * vlen
         if pos != end:
             raise BTFError("types overrun their section")
@@ -98,15 +102,15 @@ class BTF:
         return name_off, (info >> 24) & 0x1F, bool(info >> 31), info & 0xFFFF, st
 
     def find_structs(self, names) -> Dict[str, int]:
-        """Type id of each named struct (one pass over the types)."""
-        want, found = set(names), {}
-        for tid in range(1, len(self.offsets)):
-            name_off, kind, _kf, _vlen, _ = self.type(tid)
-            if kind == STRUCT and name_off:
-                name = self.name(name_off)
-                if name in want and name not in found:
-                    found[name] = tid
-        missing = sorted(want - set(found))
+        """Type id of each named struct."""
+        found, strs = {}, self.data[self.strs:self.strs_end]
+        for name in names:
+            # strings are stored once each, each after the previous one's NUL
+            at = strs.find(b"\0" + name.encode() + b"\0")
+            tid = self._structs.get(at + 1) if at >= 0 else None
+            if tid is not None:
+                found[name] = tid
+        missing = sorted(set(names) - set(found))
         if missing:
             raise BTFError("no struct " + ", ".join(missing))
         return found

@@ -28,6 +28,8 @@ import sys
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
+from twtrace.kernel import kallsyms_text
+
 OK, WARN, FAIL, INFO = "ok", "warn", "fail", "info"
 
 CAP_SYS_ADMIN, CAP_SYSLOG, CAP_PERFMON, CAP_BPF = 21, 34, 38, 39
@@ -235,7 +237,7 @@ def _lockdown(host: Host, config: Optional[Dict[str, str]]) -> Tuple[Optional[st
 
 
 def _ksyms(host: Host) -> Optional[Set[str]]:
-    text = host.read("/proc/kallsyms")
+    text = kallsyms_text() if host.root == "/" else host.read("/proc/kallsyms")
     if not text:
         return None
     names = "|".join(re.escape(n) for n in KSYMS_OF_INTEREST)

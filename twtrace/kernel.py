@@ -3,8 +3,28 @@ from __future__ import annotations
 
 import bisect
 import os
+import re
 from pathlib import Path
 from typing import Dict, List, Optional
+
+
+KALLSYMS = "/proc/kallsyms"
+_kallsyms_cache: Dict[str, str] = {}
+
+
+def kallsyms_text(path: str = KALLSYMS) -> Optional[str]:
+    """/proc/kallsyms, read once per process: start-up needs it four ways
+    (callback names, the exit sentinel, fentry targets, doctor's checks) and
+    the kernel takes a while to produce its ~100k lines (seconds, emulated).
+    The symbols of the running kernel do not change while twtrace runs,
+    except for modules loaded later, whose callbacks show as addresses."""
+    if path not in _kallsyms_cache:
+        try:
+            with open(path) as f:
+                _kallsyms_cache[path] = f.read()
+        except OSError:
+            return None
+    return _kallsyms_cache[path]
 
 
 class Kallsyms:
@@ -30,12 +50,9 @@ class Kallsyms:
         return cls(pairs)
 
     @classmethod
-    def load(cls, path: str = "/proc/kallsyms") -> "Kallsyms":
-        try:
-            with open(path) as f:
-                return cls.parse(f.read())
-        except OSError:
-            return cls([])
+    def load(cls, path: str = KALLSYMS) -> "Kallsyms":
+        text = kallsyms_text(path)
+        return cls.parse(text) if text else cls([])
 
     def __contains__(self, name: str) -> bool:
         return name in self.by_name
@@ -179,34 +196,17 @@ def prog_run_stats(fds) -> Optional[dict]:
     return {"run_time_ns": sum(t for t, _ in got), "run_cnt": sum(n for _, n in got)}
 
 
-def symbol_addr(name: str, path: str = "/proc/kallsyms") -> Optional[int]:
+def symbol_addr(name: str, path: str = KALLSYMS) -> Optional[int]:
     """The address of a symbol of any kind (data too), e.g. work_exited;
     None when absent or hidden (kptr_restrict, no CONFIG_KALLSYMS_ALL)."""
-    want = f" {name}\n"
-    try:
-        with open(path) as f:
-            for line in f:
-                if line.endswith(want) and len(line.split()) == 3:
-                    addr = int(line.split()[0], 16)
-                    return addr or None
-    except OSError:
-        pass
-    return None
+    m = re.search(rf"^([0-9a-f]+) \w {re.escape(name)}$", kallsyms_text(path) or "", re.M)
+    return (int(m.group(1), 16) or None) if m else None
 
 
-def vmlinux_symbols(path: str = "/proc/kallsyms") -> set:
+def vmlinux_symbols(path: str = KALLSYMS) -> set:
     """Names of text symbols of vmlinux itself (not modules): what a
     KFUNC_PROBE without a module can attach to."""
-    out = set()
-    try:
-        with open(path) as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) == 3 and parts[1] in "tT":
-                    out.add(parts[2])
-    except OSError:
-        pass
-    return out
+    return set(re.findall(r"^\S+ [tT] (\S+)$", kallsyms_text(path) or "", re.M))
 
 
 def preemption_model(cmdline: Optional[str] = None, config: Optional[str] = None,

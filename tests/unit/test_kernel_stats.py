@@ -83,3 +83,16 @@ def test_adder_frames_drop_the_probes_own():
     fentry_7 = ["bpf_prog_6deef7357e7b4530_kfunc__vmlinux__task_work_add",
                 "bpf_trampoline_6442512345", "fput", "filp_close"]
     assert adder_frames(fentry_7) == ["task_work_add", "fput", "filp_close"]
+
+
+def test_kallsyms_is_read_once_and_serves_every_reader(tmp_path):
+    path = tmp_path / "kallsyms"
+    path.write_text("ffffffff81000010 T task_work_add\n"
+                    "ffffffff81000020 t ____fput\n"
+                    "ffffffff82000000 d work_exited\n"
+                    "ffffffffc0000000 t mod_cb\t[some_module]\n")
+    assert kernel.symbol_addr("work_exited", str(path)) == 0xffffffff82000000
+    assert kernel.symbol_addr("missing", str(path)) is None
+    assert kernel.vmlinux_symbols(str(path)) == {"task_work_add", "____fput"}
+    path.write_text("")  # later reads are of the first text
+    assert kernel.Kallsyms.load(str(path)).addr("____fput") == 0xffffffff81000020

@@ -43,11 +43,13 @@ def _belongs(cell, item) -> bool:
     name = item.fspath.basename
     if cell is None:
         return True
-    if cell.cpus > 1:
-        return name in SMP_CELL_TESTS
     if cell.name == cells.DEFAULT_CELL:
         return True
-    return name not in DEFAULT_CELL_ONLY and item.originalname not in DEFAULT_CELL_ONLY_TESTS
+    if item.originalname in DEFAULT_CELL_ONLY_TESTS:
+        return False
+    if cell.cpus > 1:
+        return name in SMP_CELL_TESTS
+    return name not in DEFAULT_CELL_ONLY
 
 
 def pytest_collection_modifyitems(config, items):

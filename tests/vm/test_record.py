@@ -146,8 +146,41 @@ def test_events_through_a_perf_buffer(vm, tmp_path):
     assert s["callbacks"] == len(of(lines, "callback"))
 
 
-def test_cross_task_add_waits_for_the_blocked_parent(vm, tmp_path):
-    lines, truth = record(vm, tmp_path, "keyctl_parent", "--delay-ms", "300")
+
+# Workloads that each need one recording of their own kind of task_work, run
+# one after another under a single `record --events --stacks`: each workload
+# knows its own threads and windows, and the tests below look only at those.
+# (One start-up instead of six: compiling and attaching is most of a test's
+# time in an emulated guest.)
+SCENARIOS = {
+    "cross": ["keyctl_parent", "--delay-ms", "300"],
+    "slow": ["slow_fput", "--mb", "64", "--small", "5"],
+    "uring": ["uring_timeout", "--count", "5", "--ms", "20"],
+    "cancel": ["keyctl_parent", "--delay-ms", "50", "--calls", "3"],
+    "timer": ["cpu_timer", "--ms", "400", "--interval-ms", "20"],
+    "stacks": ["close_batch", "--files", "6", "--rounds", "2"],
+}
+
+
+@pytest.fixture(scope="module")
+def scenarios(vm_session, tmp_path_factory):
+    vm = vm_session.get()
+    tmp = tmp_path_factory.mktemp("scenarios")
+    out = tmp / "all.jsonl"
+    script = " && ".join(f"python3 examples/{w[0]}.py {' '.join(w[1:])} > {tmp}/{name}.truth"
+                         for name, w in SCENARIOS.items())
+    vm.run(["twtrace", "record", "--events", "--stacks", "-o", str(out), "--", "sh", "-c", script],
+           timeout=600).check()
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    for line in lines:
+        validate_line(line)
+    truths = {name: json.loads((tmp / f"{name}.truth").read_text().strip().splitlines()[-1])
+              for name in SCENARIOS}
+    return lines, truths
+
+
+def test_cross_task_add_waits_for_the_blocked_parent(scenarios):
+    lines, truth = scenarios[0], scenarios[1]["cross"]
     assert truth["session_changed"]
     parent, child = truth["tid"], truth["adder_tid"]
     adds = of(lines, "add", parent, "key_change_session_keyring")
@@ -163,8 +196,8 @@ def test_cross_task_add_waits_for_the_blocked_parent(vm, tmp_path):
     assert any(p["adder_pid"] == child and p["tid"] == parent for p in func["adders"])
 
 
-def test_long_running_callback(vm, tmp_path):
-    lines, truth = record(vm, tmp_path, "slow_fput", "--mb", "64", "--small", "5")
+def test_long_running_callback(scenarios):
+    lines, truth = scenarios[0], scenarios[1]["slow"]
     tid, big = truth["tid"], truth["big"]
     cbs = of(lines, "callback", tid, "____fput", big["t_start_ns"], big["t_end_ns"])
     assert len(cbs) == 1
@@ -176,8 +209,8 @@ def test_long_running_callback(vm, tmp_path):
     assert cbs[0]["run_ns"] > 10 * max(s[0]["run_ns"] for s in small)
 
 
-def test_io_uring_items_use_signal_notify(vm, tmp_path):
-    lines, truth = record(vm, tmp_path, "uring_timeout", "--count", "5", "--ms", "20")
+def test_io_uring_items_use_signal_notify(scenarios):
+    lines, truth = scenarios[0], scenarios[1]["uring"]
     tid = truth["tid"]
     for it in truth["iterations"]:
         adds = of(lines, "add", tid, "tctx_task_work", it["t_start_ns"], it["t_end_ns"])
@@ -200,9 +233,9 @@ def test_sigint_mid_record_leaves_a_complete_file(vm, tmp_path):
     assert not (tmp_path / "int.jsonl.partial").exists()
 
 
-def test_cancelled_items_leave_the_queue(vm, tmp_path):
+def test_cancelled_items_leave_the_queue(scenarios):
     """Each KEYCTL_SESSION_TO_PARENT after the first cancels the pending item."""
-    lines, truth = record(vm, tmp_path, "keyctl_parent", "--delay-ms", "50", "--calls", "3")
+    lines, truth = scenarios[0], scenarios[1]["cancel"]
     parent = truth["tid"]
     adds = of(lines, "add", parent, "key_change_session_keyring")
     cancels = of(lines, "cancel", parent, "key_change_session_keyring")
@@ -214,13 +247,15 @@ def test_cancelled_items_leave_the_queue(vm, tmp_path):
         assert truth["t_add_start_ns"] <= a["ts_ns"] <= c["ts_ns"] <= truth["t_add_end_ns"]
     (task,) = [t for t in final(lines, "task") if t["tid"] == parent]
     assert task["cancels"] == 2 and task["depth"] == 0
+    # the function's totals: this workload's 3 adds, 2 cancels, 1 callback and
+    # the cross-task workload's single add and callback
     (func,) = [f for f in final(lines, "func") if f["func"] == "key_change_session_keyring"]
-    assert (func["adds"], func["cancels"], func["callbacks"]) == (3, 2, 1)
+    assert (func["adds"], func["cancels"], func["callbacks"]) == (4, 2, 2)
     assert lines[0]["features"]["cancel"]  # the variants found are recorded
 
 
-def test_posix_cpu_timer_expiries_run_as_task_work(vm, tmp_path):
-    lines, truth = record(vm, tmp_path, "cpu_timer", "--ms", "400", "--interval-ms", "20")
+def test_posix_cpu_timer_expiries_run_as_task_work(scenarios):
+    lines, truth = scenarios[0], scenarios[1]["timer"]
     tid, lo, hi = truth["tid"], truth["t_start_ns"], truth["t_end_ns"]
     assert truth["signals"] >= 3
     adds = of(lines, "add", tid, "posix_cpu_timers_work", lo, hi)
@@ -270,9 +305,8 @@ def test_late_probed_callbacks_settle_at_batch_level(vm, tmp_path):
     assert K <= task["max_depth"] <= K + other
 
 
-def test_stacks_name_the_code_path_that_queued(vm, tmp_path):
-    lines, truth = record(vm, tmp_path, "close_batch", "--files", "6", "--rounds", "2",
-                          name="stacks", extra=["--stacks"])
+def test_stacks_name_the_code_path_that_queued(scenarios):
+    lines, truth = scenarios[0], scenarios[1]["stacks"]
     tid = truth["tid"]
     rnd = truth["rounds"][0]
     adds = of(lines, "add", tid, "____fput", rnd["t_start_ns"], rnd["t_end_ns"])

@@ -102,9 +102,8 @@ CELLS = {
         _cell("trixie", "6.12", "arm64"),
     )
 }
-# Two vCPUs: fentry on x86-64, kprobes on arm64.  Not in the CI matrix until
-# both have passed whole (test_busy passes on trixie-amd64-smp2); run them
-# with --cells trixie-amd64-smp2,bookworm-arm64-smp2.
+# Two vCPUs: fentry on x86-64, kprobes on arm64.  They run what concurrency
+# can break (tests/vm/conftest.py); `scripts/test` runs them with the rest.
 SMP_CELLS = {c.name: c for c in (_cell("trixie", "6.12", "amd64", cpus=2),
                                  _cell("bookworm", "6.1", "arm64", cpus=2))}
 ALL_CELLS = {**CELLS, **SMP_CELLS}
