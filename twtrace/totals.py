@@ -31,9 +31,10 @@ def merge_agg(into: dict, a: dict) -> None:
 
 
 class Totals:
-    """keep_exited=False (top, serve): a task that has exited is shown for
-    one more interval, then folded into per-function totals, so memory and
-    per-interval work follow the live tasks, not every task ever seen."""
+    """keep_exited=False (top, serve, record --interval): a task that has
+    exited is shown in one more snapshot (fold_shown() after building it),
+    then folded into per-function totals, so memory and per-interval work
+    follow the live tasks, not every task ever seen."""
 
     def __init__(self, comm: Optional[str] = None, keep_exited: bool = True):
         self.comm_re = re.compile(comm) if comm else None
@@ -46,7 +47,15 @@ class Totals:
         self.gone: Dict[int, dict] = {}        # func -> totals of tasks let go
         self.gone_hists: Dict[tuple, Histogram] = {}  # (func, kind)
         self.gone_tasks = 0
-        self._to_fold: set = set()
+        self._exited: set = set()   # exited, not yet shown in a snapshot
+        self._to_fold: set = set()  # exited and shown: folded at the next intake
+        # folded lately: a drain that still holds some of their activity
+        # (the exit notice and the last aggregates can be one drain apart)
+        # adds it to the per-function totals, never to a task again
+        self._folded: set = set()
+        self._folded_before: set = set()
+        self.touched: set = set()  # tasks changed since take_touched()
+        self.tasks_seen = 0
         self._filtered: Dict[TKey, str] = {}  # task -> the name it was filtered out under
         self.funcs: set = set()
 
@@ -58,8 +67,12 @@ class Totals:
         for (tid, gen, func), a in delta.get("aggs", {}).items():
             seen.add(func)
             tk = (tid, gen)
+            if tk in self._folded or tk in self._folded_before:
+                merge_agg(self.gone.setdefault(func, new_agg()), a)
+                continue
             if not self._wanted(tk, a.get("comm", "")):
                 continue
+            self.touched.add(tk)
             t = self._task(tk, a)
             agg = self.aggs.setdefault((tk, func), new_agg())
             merge_agg(agg, a)
@@ -71,6 +84,8 @@ class Totals:
             tk = (tid, gen)
             if tk in self.tasks:
                 self.hists.setdefault((tk, func, kind), Histogram()).merge(Histogram(buckets))
+            elif tk in self._folded or tk in self._folded_before:
+                self.gone_hists.setdefault((func, kind), Histogram()).merge(Histogram(buckets))
         for (apid, tid, gen, func), p in delta.get("pairs", {}).items():
             tk = (tid, gen)
             if tk not in self.tasks:
@@ -83,8 +98,9 @@ class Totals:
         for tk, r in delta.get("retired", {}).items():
             if tk in self.tasks:
                 self.tasks[tk]["exited"] = True
+                self.touched.add(tk)
                 if not self.keep_exited:
-                    self._to_fold.add(tk)
+                    self._exited.add(tk)
             self._filtered.pop(tk, None)
         self.funcs |= seen
         return seen
@@ -94,11 +110,16 @@ class Totals:
         for it in items:
             tk = (it["tid"], it["gen"])
             if tk not in self.tasks:
+                if tk in self._folded or tk in self._folded_before:
+                    agg = self.gone.setdefault(it["func"], new_agg())
+                    agg["callbacks"] += 1
+                    agg["matched"] += 1
                 continue
             agg = self.aggs.setdefault((tk, it["func"]), new_agg())
             agg["callbacks"] += 1
             agg["matched"] += 1
             self.tasks[tk]["depth"] -= 1
+            self.touched.add(tk)
 
     def _wanted(self, tk: TKey, comm: str) -> bool:
         if tk in self.tasks:
@@ -116,6 +137,7 @@ class Totals:
     def _task(self, tk: TKey, a: dict) -> dict:
         t = self.tasks.get(tk)
         if t is None:
+            self.tasks_seen += 1
             t = self.tasks[tk] = {"tid": tk[0], "gen": tk[1], "pid": a.get("pid", 0),
                                   "comm": a.get("comm", "?"), "depth": 0, "max_depth": 0,
                                   "runs": 0, "exited": False}
@@ -123,11 +145,24 @@ class Totals:
             t["comm"] = a["comm"]  # exec renames
         return t
 
+    def take_touched(self) -> set:
+        """The tasks changed since the last call."""
+        out, self.touched = self.touched, set()
+        return out
+
+    def fold_shown(self) -> None:
+        """The exited tasks are in the snapshot just built: they are folded
+        at the next intake (whose drain may still hold their last items)."""
+        self._to_fold |= self._exited
+        self._exited = set()
+
     def _fold_exited(self) -> None:
-        """Tasks that exited an interval ago leave the per-task tables."""
+        """Exited tasks already shown leave the per-task tables."""
+        self._folded_before, self._folded = self._folded, set()
         if not self._to_fold:
             return
         fold, self._to_fold = self._to_fold, set()
+        self._folded = fold
         for (tk, func) in [k for k in self.aggs if k[0] in fold]:
             merge_agg(self.gone.setdefault(func, new_agg()), self.aggs.pop((tk, func)))
         for (tk, func, kind) in [k for k in self.hists if k[0] in fold]:
@@ -137,6 +172,7 @@ class Totals:
             del self.pairs[key]
         for tk in fold:
             self.tasks.pop(tk, None)
+            self.touched.discard(tk)
         self.gone_tasks += len(fold)
 
     # -- views -----------------------------------------------------------
