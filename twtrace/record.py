@@ -188,7 +188,7 @@ def _trace(opts, out, stop, loader, features, model) -> int:
     funcs = [line for line in lines if line["type"] == "func"]
     summary = model.summary_line(tasks, funcs, session.stats, now - start_ns, bool(stop),
                                  exit_status)
-    summary["tasks"] = session.totals.tasks_seen  # written ones let go included
+    summary["tasks"] += session.totals.gone_tasks  # those written and let go
     summary["closed_ns"] = loader.closed_ns  # everything before it was counted
     out.write(summary)
     out.finish()

@@ -51,7 +51,7 @@ class Session:
         every task still held."""
         changed = self.totals.take_touched()
         only = changed if changed_only and not final else None
-        out = self.snap.lines(self.totals, self.stats, ts_ns, seq, final, only)
+        out = self.snap.lines(self.totals.view(), self.stats, ts_ns, seq, final, only)
         out[0]["read_ns"] = self.read_ns  # the cost of reading the kernel for it
         self.totals.fold_shown()
         return out

@@ -49,7 +49,7 @@ def snap(comm=None, deltas=(DELTA,)):
     for d in deltas:
         tot.apply(d)
     s = model.Snapshotter(NAMES.get, lambda a: a in NAMES)
-    return s.lines(tot, STATS, ts_ns=99, seq=0, final=True)
+    return s.lines(tot.view(), STATS, ts_ns=99, seq=0, final=True)  # as Session does
 
 
 def by(lines, kind, key):
@@ -253,7 +253,8 @@ def test_comm_filter_decides_again_after_exec_renames_a_task():
     after = {"aggs": {(300, 3, FPUT): agg(8, 8, [10] * 8, [10] * 8, pid=300, comm="python3")}}
     lines = snap(comm="^python", deltas=(before, after))
     (task,) = [t for t in lines if t["type"] == "task"]
-    assert (task["tid"], task["comm"], task["adds"]) == (300, "python3", 8)
+    # every count it has, those from before the exec too: a view, not a gate
+    assert (task["tid"], task["comm"], task["adds"]) == (300, "python3", 9)
     assert snap(comm="^python", deltas=(before,)) == [x for x in snap(comm="^python", deltas=(before,))
                                                       if x["type"] not in ("task", "func")]
 
@@ -268,7 +269,7 @@ def test_activity_of_a_task_let_go_counts_for_its_function():
     tot.apply({"aggs": {(500, 7, FPUT): agg(2, 2, [10] * 2, [10] * 2)},
                "hists": {(500, 7, FPUT, 0): hist([10] * 2)}})
     assert not tot.tasks and tot.gone[FPUT]["adds"] == 7
-    assert tot.gone_hists[(FPUT, 0)].count == 2 and tot.tasks_seen == 1
+    assert tot.gone_hists[(FPUT, 0)].count == 2 and tot.gone_tasks == 1
 
 
 def test_intermediate_snapshots_can_list_only_changed_tasks():
@@ -284,3 +285,13 @@ def test_intermediate_snapshots_can_list_only_changed_tasks():
     funcs = {f["func"]: f for f in lines if f["type"] == "func"}
     assert funcs["____fput"]["adds"] == 18 + 2 + 1  # functions: every task, always
     assert not tot.take_touched()
+
+
+def test_tasks_the_comm_filter_hides_leave_no_trace_when_let_go():
+    tot = Totals("^bas", keep_exited=False)
+    tot.apply({**DELTA, "retired": {(100, 1): {"depth": 0, "ts": 1}, (200, 2): {"depth": 0, "ts": 1}}})
+    tot.fold_shown()
+    tot.apply({})
+    # only bash (200) counts: 2 adds of ____fput; worker (100) is gone unseen
+    assert not tot.tasks and tot.gone_tasks == 1
+    assert tot.gone[FPUT]["adds"] == 2 and KEY not in tot.gone

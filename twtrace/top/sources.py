@@ -163,7 +163,7 @@ class LiveSource:
     def next(self, interval: float) -> Sample:
         self.session.read()
         now = time.monotonic_ns()
-        tot = self.session.totals
+        tot = self.session.totals.view()
         if self.func_re is not None:
             tot = narrowed(tot, self._wanted)
         lines = self.snap.lines(tot, self.session.stats, now, self.seq, False)
