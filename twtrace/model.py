@@ -51,23 +51,27 @@ class Snapshotter:
     def fname(self, addr: int) -> str:
         return self.name(addr) or hexaddr(addr)
 
-    def lines(self, tot: Totals, stats: dict, ts_ns: int, seq: int, final: bool) -> List[dict]:
+    def lines(self, tot: Totals, stats: dict, ts_ns: int, seq: int, final: bool,
+              only: Optional[set] = None) -> List[dict]:
+        """A snapshot group; `only`: the tasks to list (those changed since
+        the previous snapshot), else all."""
         out = [{"type": "snapshot", "ts_ns": ts_ns, "seq": seq, "final": final,
                 "lost_events": stats.get("lost", 0), "evicted": full_total(stats),
                 "full": dict(stats.get("full", {}))}]
-        out += self._task_lines(tot)
+        out += self._task_lines(tot, only)
         funcs = self._func_lines(tot)
         if self.stack is not None and tot.stacks:
             for line, func in funcs:
                 line["stacks"] = top_stacks(tot.stacks, func, self.stack)
         return out + [line for line, _ in funcs]
 
-    def _task_lines(self, tot: Totals) -> List[dict]:
+    def _task_lines(self, tot: Totals, only: Optional[set] = None) -> List[dict]:
         by_task: Dict[tuple, List[tuple]] = {}
         for (tk, func), a in tot.aggs.items():
-            by_task.setdefault(tk, []).append((func, a))
+            if only is None or tk in only:
+                by_task.setdefault(tk, []).append((func, a))
         rows = []
-        for tk in sorted(tot.tasks):
+        for tk in sorted(tot.tasks if only is None else only & tot.tasks.keys()):
             t = tot.tasks[tk]
             parts = by_task.get(tk, [])
             q, r = Histogram(), Histogram()
@@ -77,7 +81,8 @@ class Snapshotter:
             busiest = max(parts, key=lambda p: (p[1]["callbacks"], p[1]["adds"]), default=None)
             sums = _sums(a for _, a in parts)
             rows.append({
-                "type": "task", "tid": t["tid"], "pid": t["pid"], "comm": t["comm"], **sums,
+                "type": "task", "tid": t["tid"], "gen": t["gen"], "pid": t["pid"],
+                "comm": t["comm"], **sums,
                 "unmatched": sum(a["callbacks"] - a["matched"] for _, a in parts),
                 "runs": t["runs"], "depth": max(0, t["depth"]), "max_depth": t["max_depth"],
                 "exited": t["exited"],

@@ -159,6 +159,23 @@ class Record:
                 return snap
         return self.snapshots[-1] if self.snapshots else None
 
+    def task_totals(self) -> List[Dict[str, Any]]:
+        """Every task's latest line, keyed by (tid, gen), up to the final
+        snapshot: with --interval, a snapshot lists only changed tasks and
+        exited ones are let go after one listing (docs/format.md)."""
+        final = self.final_snapshot()
+        if final is None:
+            return []
+        if any("gen" not in t for t in final.tasks):  # written before gen: one full snapshot
+            return list(final.tasks)
+        latest: Dict[tuple, Dict[str, Any]] = {}
+        for snap in self.snapshots:
+            for t in snap.tasks:
+                latest[(t["tid"], t.get("gen"))] = t
+            if snap is final:
+                break
+        return list(latest.values())
+
 
 def read_record(path: Any, keep_events: bool = True, strict: bool = False) -> Record:
     """Parse and check a recording.  Every problem becomes a UserError with

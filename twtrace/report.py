@@ -38,7 +38,8 @@ def render_report(record: Record, console: Console, top: Optional[int] = 10,
         console.print(Text("No aggregate snapshot in this recording.", style=CAUTION))
         return
     wide = console.width >= WIDE_MIN
-    tasks = sorted(snap.tasks, key=lambda t: (-t["adds"], -t["callbacks"], t["pid"], t["tid"]))
+    tasks = sorted(record.task_totals(),
+                   key=lambda t: (-t["adds"], -t["callbacks"], t["pid"], t["tid"]))
     funcs = sorted(snap.funcs, key=lambda f: (-f["adds"], -f["callbacks"], f["func"]))
     console.print()
     _render_tasks(tasks, top, wide, console)

@@ -46,7 +46,14 @@ class Session:
             it["comm"] = t["comm"] if t else "?"
         return model.batch_callback_lines(gone, self.snap.fname, time.monotonic_ns())
 
-    def lines(self, ts_ns: int, seq: int, final: bool) -> List[dict]:
-        out = self.snap.lines(self.totals, self.stats, ts_ns, seq, final)
+    def lines(self, ts_ns: int, seq: int, final: bool, changed_only: bool = False) -> List[dict]:
+        """A snapshot group.  changed_only (record --interval): an
+        intermediate snapshot lists only the tasks changed since the previous
+        one, so writing it costs what the interval held; the final one lists
+        every task still held."""
+        changed = self.totals.take_touched()
+        only = changed if changed_only and not final else None
+        out = self.snap.lines(self.totals.view(), self.stats, ts_ns, seq, final, only)
         out[0]["read_ns"] = self.read_ns  # the cost of reading the kernel for it
+        self.totals.fold_shown()
         return out

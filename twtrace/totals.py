@@ -31,9 +31,10 @@ def merge_agg(into: dict, a: dict) -> None:
 
 
 class Totals:
-    """keep_exited=False (top, serve): a task that has exited is shown for
-    one more interval, then folded into per-function totals, so memory and
-    per-interval work follow the live tasks, not every task ever seen."""
+    """keep_exited=False (top, serve, record --interval): a task that has
+    exited is shown in one more snapshot (fold_shown() after building it),
+    then folded into per-function totals, so memory and per-interval work
+    follow the live tasks, not every task ever seen."""
 
     def __init__(self, comm: Optional[str] = None, keep_exited: bool = True):
         self.comm_re = re.compile(comm) if comm else None
@@ -46,8 +47,15 @@ class Totals:
         self.gone: Dict[int, dict] = {}        # func -> totals of tasks let go
         self.gone_hists: Dict[tuple, Histogram] = {}  # (func, kind)
         self.gone_tasks = 0
-        self._to_fold: set = set()
-        self._filtered: Dict[TKey, str] = {}  # task -> the name it was filtered out under
+        self._exited: set = set()   # exited, not yet shown in a snapshot
+        self._to_fold: set = set()  # exited and shown: folded at the next intake
+        # folded lately: a drain that still holds some of their activity
+        # (the exit notice and the last aggregates can be one drain apart)
+        # adds it to the per-function totals, never to a task again
+        self._folded: set = set()
+        self._folded_before: set = set()
+        self._kept: set = set()  # of those, the ones the comm filter shows
+        self.touched: set = set()  # tasks changed since take_touched()
         self.funcs: set = set()
 
     # -- intake ----------------------------------------------------------
@@ -58,8 +66,11 @@ class Totals:
         for (tid, gen, func), a in delta.get("aggs", {}).items():
             seen.add(func)
             tk = (tid, gen)
-            if not self._wanted(tk, a.get("comm", "")):
+            if tk in self._folded or tk in self._folded_before:
+                if tk in self._kept_folded:
+                    merge_agg(self.gone.setdefault(func, new_agg()), a)
                 continue
+            self.touched.add(tk)
             t = self._task(tk, a)
             agg = self.aggs.setdefault((tk, func), new_agg())
             merge_agg(agg, a)
@@ -71,6 +82,8 @@ class Totals:
             tk = (tid, gen)
             if tk in self.tasks:
                 self.hists.setdefault((tk, func, kind), Histogram()).merge(Histogram(buckets))
+            elif tk in self._kept_folded:
+                self.gone_hists.setdefault((func, kind), Histogram()).merge(Histogram(buckets))
         for (apid, tid, gen, func), p in delta.get("pairs", {}).items():
             tk = (tid, gen)
             if tk not in self.tasks:
@@ -85,9 +98,9 @@ class Totals:
         for tk, r in delta.get("retired", {}).items():
             if tk in self.tasks:
                 self.tasks[tk]["exited"] = True
+                self.touched.add(tk)
                 if not self.keep_exited:
-                    self._to_fold.add(tk)
-            self._filtered.pop(tk, None)
+                    self._exited.add(tk)
         self.funcs |= seen
         return seen
 
@@ -96,24 +109,21 @@ class Totals:
         for it in items:
             tk = (it["tid"], it["gen"])
             if tk not in self.tasks:
+                if tk in self._kept_folded:
+                    agg = self.gone.setdefault(it["func"], new_agg())
+                    agg["callbacks"] += 1
+                    agg["matched"] += 1
                 continue
             agg = self.aggs.setdefault((tk, it["func"]), new_agg())
             agg["callbacks"] += 1
             agg["matched"] += 1
             self.tasks[tk]["depth"] -= 1
+            self.touched.add(tk)
 
-    def _wanted(self, tk: TKey, comm: str) -> bool:
-        if tk in self.tasks:
-            return True
-        # decided again when the name changes: exec renames a task that was
-        # first seen as the shell that started it
-        if self._filtered.get(tk) == comm:
-            return False
-        if self.comm_re is None or self.comm_re.search(comm):
-            self._filtered.pop(tk, None)
-            return True
-        self._filtered[tk] = comm
-        return False
+    def matches(self, t: dict) -> bool:
+        """The comm filter, on the name the task has now: it is a view, so
+        a task first seen as the shell that exec'd it keeps every count."""
+        return self.comm_re is None or bool(self.comm_re.search(t["comm"]))
 
     def _task(self, tk: TKey, a: dict) -> dict:
         t = self.tasks.get(tk)
@@ -127,23 +137,63 @@ class Totals:
         t["cgroup"] = a.get("cgroup") or t.get("cgroup", 0)
         return t
 
+    def take_touched(self) -> set:
+        """The tasks changed since the last call."""
+        out, self.touched = self.touched, set()
+        return out
+
+    def fold_shown(self) -> None:
+        """The exited tasks are in the snapshot just built: they are folded
+        at the next intake (whose drain may still hold their last items)."""
+        self._to_fold |= self._exited
+        self._exited = set()
+
+    @property
+    def _kept_folded(self) -> set:
+        return self._kept & (self._folded | self._folded_before)
+
     def _fold_exited(self) -> None:
-        """Tasks that exited an interval ago leave the per-task tables."""
+        """Exited tasks already shown leave the per-task tables."""
+        self._folded_before, self._folded = self._folded, set()
+        self._kept &= self._folded_before
         if not self._to_fold:
             return
         fold, self._to_fold = self._to_fold, set()
+        self._folded = fold
+        # what the comm filter does not show is let go without a trace
+        kept = {tk for tk in fold if tk in self.tasks and self.matches(self.tasks[tk])}
+        self._kept |= kept
         for (tk, func) in [k for k in self.aggs if k[0] in fold]:
-            merge_agg(self.gone.setdefault(func, new_agg()), self.aggs.pop((tk, func)))
+            a = self.aggs.pop((tk, func))
+            if tk in kept:
+                merge_agg(self.gone.setdefault(func, new_agg()), a)
         for (tk, func, kind) in [k for k in self.hists if k[0] in fold]:
-            self.gone_hists.setdefault((func, kind), Histogram()).merge(
-                self.hists.pop((tk, func, kind)))
+            h = self.hists.pop((tk, func, kind))
+            if tk in kept:
+                self.gone_hists.setdefault((func, kind), Histogram()).merge(h)
         for key in [k for k in self.pairs if k[1] in fold]:
             del self.pairs[key]
         for tk in fold:
             self.tasks.pop(tk, None)
-        self.gone_tasks += len(fold)
+            self.touched.discard(tk)
+        self.gone_tasks += len(kept)
 
     # -- views -----------------------------------------------------------
+    def view(self) -> "Totals":
+        """What the comm filter shows: the tasks whose name matches now,
+        and the functions' totals over those."""
+        if self.comm_re is None:
+            return self
+        keep = {tk for tk, t in self.tasks.items() if self.matches(t)}
+        out = Totals(keep_exited=self.keep_exited)
+        out.tasks = {tk: self.tasks[tk] for tk in keep}
+        out.aggs = {k: v for k, v in self.aggs.items() if k[0] in keep}
+        out.hists = {k: v for k, v in self.hists.items() if k[0] in keep}
+        out.pairs = {k: v for k, v in self.pairs.items() if k[1] in keep}
+        out.stacks, out.funcs = self.stacks, self.funcs
+        out.gone, out.gone_hists, out.gone_tasks = self.gone, self.gone_hists, self.gone_tasks
+        return out
+
     def depth_now(self) -> int:
         return sum(max(0, t["depth"]) for t in self.tasks.values())
 

@@ -147,15 +147,16 @@ def test_possible_cpus():
     assert bpfmaps.possible_cpus("0-3,6,8-9\n") == 7
 
 
-def test_long_snapshot_reader_sums_the_last_group():
+def test_long_snapshot_reader_sums_each_childs_latest_line():
     from benchmarks.longrun import SnapshotReader
     rd = SnapshotReader()
     for line in ('{"type":"snapshot","ts_ns":5,"seq":0}',
-                 '{"type":"task","tid":9,"pid":9,"comm":"busybox-twb","adds":1}',
-                 '{"type":"task","tid":10,"pid":10,"comm":"busybox-twb","adds":1}',
-                 '{"type":"task","tid":11,"pid":11,"comm":"python3","adds":7}',
+                 '{"type":"task","tid":9,"gen":1,"pid":9,"comm":"busybox-twb","adds":1}',
+                 '{"type":"task","tid":10,"gen":1,"pid":10,"comm":"busybox-twb","adds":1}',
+                 '{"type":"task","tid":11,"gen":1,"pid":11,"comm":"python3","adds":7}',
                  '{"type":"snapshot","ts_ns":6,"seq":1}',
-                 '{"type":"task","tid":9,"pid":9,"comm":"busybox-twb","adds":1}',
+                 '{"type":"task","tid":9,"gen":1,"pid":9,"comm":"busybox-twb","adds":2}',
+                 '{"type":"task","tid":9,"gen":5,"pid":9,"comm":"busybox-twb","adds":1}',
                  '{"type":"summary","adds":9}'):
         rd("stdout", line, 0.0)
-    assert rd.snaps == [5, 6] and rd.child_adds == 1 and rd.summary["adds"] == 9
+    assert rd.snaps == [5, 6] and rd.child_adds == 2 + 1 + 1 and rd.summary["adds"] == 9

@@ -49,7 +49,7 @@ def snap(comm=None, deltas=(DELTA,)):
     for d in deltas:
         tot.apply(d)
     s = model.Snapshotter(NAMES.get, lambda a: a in NAMES)
-    return s.lines(tot, STATS, ts_ns=99, seq=0, final=True)
+    return s.lines(tot.view(), STATS, ts_ns=99, seq=0, final=True)  # as Session does
 
 
 def by(lines, kind, key):
@@ -100,7 +100,10 @@ def test_exited_tasks_fold_into_function_totals_when_not_kept():
                "hists": {(500, 7, FPUT, 0): hist([10] * 5)},
                "pairs": {(1, 500, 7, FPUT): {"adds": 5, "adder_comm": "x"}},
                "retired": {(500, 7): {"depth": 0, "ts": 1}}})
-    assert (500, 7) in tot.tasks  # shown for one more interval
+    assert (500, 7) in tot.tasks
+    tot.apply({})  # (record --interval drains between snapshots)
+    assert (500, 7) in tot.tasks  # never let go before a snapshot showed it exited
+    tot.fold_shown()  # the snapshot showed it
     tot.apply({})
     assert not tot.tasks and not tot.aggs and not tot.pairs and tot.gone_tasks == 1
     s = model.Snapshotter(NAMES.get, lambda a: True)
@@ -250,6 +253,45 @@ def test_comm_filter_decides_again_after_exec_renames_a_task():
     after = {"aggs": {(300, 3, FPUT): agg(8, 8, [10] * 8, [10] * 8, pid=300, comm="python3")}}
     lines = snap(comm="^python", deltas=(before, after))
     (task,) = [t for t in lines if t["type"] == "task"]
-    assert (task["tid"], task["comm"], task["adds"]) == (300, "python3", 8)
+    # every count it has, those from before the exec too: a view, not a gate
+    assert (task["tid"], task["comm"], task["adds"]) == (300, "python3", 9)
     assert snap(comm="^python", deltas=(before,)) == [x for x in snap(comm="^python", deltas=(before,))
                                                       if x["type"] not in ("task", "func")]
+
+
+def test_activity_of_a_task_let_go_counts_for_its_function():
+    """The exit notice and the task's last aggregates can be one drain apart."""
+    tot = Totals(keep_exited=False)
+    tot.apply({"aggs": {(500, 7, FPUT): agg(5, 5, [10] * 5, [10] * 5)},
+               "retired": {(500, 7): {"depth": 0, "ts": 1}}})
+    tot.fold_shown()
+    tot.apply({})
+    tot.apply({"aggs": {(500, 7, FPUT): agg(2, 2, [10] * 2, [10] * 2)},
+               "hists": {(500, 7, FPUT, 0): hist([10] * 2)}})
+    assert not tot.tasks and tot.gone[FPUT]["adds"] == 7
+    assert tot.gone_hists[(FPUT, 0)].count == 2 and tot.gone_tasks == 1
+
+
+def test_intermediate_snapshots_can_list_only_changed_tasks():
+    tot = Totals()
+    tot.apply(DELTA)
+    assert tot.take_touched() == {(100, 1), (200, 2)}
+    tot.apply({"aggs": {(200, 2, FPUT): agg(1, 1, [5], [5], pid=200, comm="bash")}})
+    changed = tot.take_touched()
+    s = model.Snapshotter(NAMES.get, lambda a: True)
+    lines = s.lines(tot, STATS, 1, 0, False, only=changed)
+    tasks = [x for x in lines if x["type"] == "task"]
+    assert [(t["tid"], t["gen"], t["adds"]) for t in tasks] == [(200, 2, 3)]
+    funcs = {f["func"]: f for f in lines if f["type"] == "func"}
+    assert funcs["____fput"]["adds"] == 18 + 2 + 1  # functions: every task, always
+    assert not tot.take_touched()
+
+
+def test_tasks_the_comm_filter_hides_leave_no_trace_when_let_go():
+    tot = Totals("^bas", keep_exited=False)
+    tot.apply({**DELTA, "retired": {(100, 1): {"depth": 0, "ts": 1}, (200, 2): {"depth": 0, "ts": 1}}})
+    tot.fold_shown()
+    tot.apply({})
+    # only bash (200) counts: 2 adds of ____fput; worker (100) is gone unseen
+    assert not tot.tasks and tot.gone_tasks == 1
+    assert tot.gone[FPUT]["adds"] == 2 and KEY not in tot.gone

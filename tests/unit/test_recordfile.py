@@ -258,3 +258,26 @@ def test_docs_example_is_valid(full_validator, tmp_path):
         for key in ("queue_ns", "run_ns"):
             lat = agg[key]
             assert Histogram.from_pairs(lat["hist"]).summary(lat["max"], lat["sum"]) == lat
+
+
+def test_task_totals_are_each_tasks_latest_line(tmp_path):
+    """record --interval: intermediate snapshots list changed tasks only, and
+    an exited task is let go after one listing."""
+    lines = sr.sample_lines()
+    head, rest = lines[0], lines[1:]
+    summary = rest[-1]
+    def task(tid, gen, adds, exited=False):
+        return {"type": "task", "tid": tid, "gen": gen, "pid": tid, "comm": "w", "adds": adds,
+                "failed_adds": 0, "cancels": 0, "callbacks": adds, "runs": 1, "depth": 0,
+                "max_depth": 1, "queue_ns": sr.latency(), "run_ns": sr.latency(),
+                "busiest": None, "exited": exited}
+    def snap(seq, final):
+        return {"type": "snapshot", "ts_ns": head["start_ns"] + seq + 1, "seq": seq,
+                "final": final}
+    body = [snap(0, False), task(7, 1, 2), task(8, 1, 1),
+            snap(1, False), task(7, 1, 5, exited=True),
+            snap(2, False), task(7, 3, 1),  # the tid again, a new task
+            snap(3, True), task(8, 1, 4)]
+    path = sr.write_jsonl(tmp_path / "i.jsonl", [head, *body, summary])
+    got = sorted((t["tid"], t["gen"], t["adds"], t["exited"]) for t in read_record(path).task_totals())
+    assert got == [(7, 1, 5, True), (7, 3, 1, False), (8, 1, 4, False)]

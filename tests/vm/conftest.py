@@ -29,7 +29,8 @@ SMP_CELL_TESTS = {"test_busy.py", "test_sigkill.py"}
 DEFAULT_CELL_ONLY_TESTS = {"test_sigkill_top_leaves_nothing",
                            "test_leftovers_of_a_killed_run_are_found_and_removed",
                            "test_events_through_a_perf_buffer",
-                           "test_sigint_mid_record_leaves_a_complete_file"}
+                           "test_sigint_mid_record_leaves_a_complete_file",
+                           "test_interval_recording_lets_exited_tasks_go_after_one_listing"}
 
 
 def _cell_of(config):

@@ -158,7 +158,9 @@ SCENARIOS = {
     "uring": ["uring_timeout", "--count", "5", "--ms", "20"],
     "cancel": ["keyctl_parent", "--delay-ms", "50", "--calls", "3"],
     "timer": ["cpu_timer", "--ms", "400", "--interval-ms", "20"],
-    "stacks": ["close_batch", "--files", "6", "--rounds", "2"],
+    # (enough close_range items that their stack ranks among ____fput's top
+    # five next to every workload's interpreter start-up and exit closes)
+    "stacks": ["close_batch", "--files", "32", "--rounds", "4"],
 }
 
 
@@ -310,7 +312,7 @@ def test_stacks_name_the_code_path_that_queued(scenarios):
     tid = truth["tid"]
     rnd = truth["rounds"][0]
     adds = of(lines, "add", tid, "____fput", rnd["t_start_ns"], rnd["t_end_ns"])
-    assert len(adds) == 6
+    assert len(adds) == 32
     for a in adds:  # queued by close_range(2)'s final fput of each file
         assert a["stack"][0] == "task_work_add", a["stack"]
         assert any("close_range" in f for f in a["stack"]), a["stack"]
@@ -318,5 +320,50 @@ def test_stacks_name_the_code_path_that_queued(scenarios):
         assert any("fput" in f or "filp_close" in f for f in a["stack"]), a["stack"]
     (func,) = [f for f in final(lines, "func") if f["func"] == "____fput"]
     assert sum(s["adds"] for s in func["stacks"]) <= func["adds"]
-    assert any(s["stack"] and any("close_range" in f for f in s["stack"]) and s["adds"] >= 12
-               for s in func["stacks"])
+    assert any(s["stack"] and any("close_range" in f for f in s["stack"]) and s["adds"] >= 4 * 32
+               for s in func["stacks"]), func["stacks"]
+
+
+FORKER = """
+import json, os, time
+kids = []
+for _ in range({n}):
+    pid = os.fork()
+    if pid == 0:
+        fds = [os.open("/dev/null", os.O_RDONLY) for _ in range({k})]
+        os.closerange(fds[0], fds[-1] + 1)  # each a final fput: {k} items on this child
+        os._exit(0)
+    os.waitpid(pid, 0)
+    kids.append(pid)
+    time.sleep(0.5)
+time.sleep(3)  # the last children are let go too, a few intervals later
+print(json.dumps({{"children": kids}}))
+"""
+
+
+def test_interval_recording_lets_exited_tasks_go_after_one_listing(vm, tmp_path):
+    """record --interval: each exited child is listed once after its exit,
+    then only the function totals hold it; its latest line is exact."""
+    n, k = 10, 5
+    out = tmp_path / "interval.jsonl"
+    r = vm.run(["twtrace", "record", "--events", "--interval", "1", "-o", str(out), "--",
+                "python3", "-c", FORKER.format(n=n, k=k)], timeout=600).check()
+    kids = json.loads(r.stdout.strip().splitlines()[-1])["children"]
+    rec = read_record(out, strict=True)
+    snaps = rec.snapshots
+    assert len(snaps) >= 3 and snaps[-1].final
+    latest = {t["tid"]: t for t in rec.task_totals() if t["tid"] in kids}
+    assert sorted(latest) == sorted(kids)
+    for tid, t in latest.items():
+        fputs = [e for e in rec.events if e["type"] == "add" and e["tid"] == tid
+                 and e["func"] == "____fput"]
+        assert len(fputs) == k and t["exited"], t
+        assert t["adds"] == len([e for e in rec.events if e["type"] == "add" and e["tid"] == tid])
+    # let go: listed once or twice around its exit, not in every snapshot, and
+    # not in the final one (all but the last few exited seconds before it)
+    times = {tid: sum(1 for s in snaps for t in s.tasks if t["tid"] == tid) for tid in kids}
+    assert max(times.values()) <= 3 and len(snaps) >= 8, (times, len(snaps))
+    assert not [t for t in snaps[-1].tasks if t["tid"] in kids[:-3]]
+    assert rec.summary["tasks"] >= n + 1
+    (fput,) = [f for f in snaps[-1].funcs if f["func"] == "____fput"]
+    assert fput["adds"] >= n * k

@@ -164,11 +164,13 @@ class LiveSource:
     def next(self, interval: float) -> Sample:
         self.session.read()
         now = time.monotonic_ns()
-        tot = self.session.totals
+        tot = self.session.totals.view()
         if self.func_re is not None:
             tot = narrowed(tot, self._wanted)
         lines = self.snap.lines(tot, self.session.stats, now, self.seq, False)
         lines[0]["read_ns"] = self.session.read_ns
+        self.session.totals.take_touched()  # top lists every task each time
+        self.session.totals.fold_shown()  # exited tasks were shown once
         self.seq += 1
         return Sample(lines[0], [x for x in lines if x["type"] == "task"],
                       [x for x in lines if x["type"] == "func"],
