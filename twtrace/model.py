@@ -52,7 +52,7 @@ class Snapshotter:
         the previous snapshot), else all."""
         out = [{"type": "snapshot", "ts_ns": ts_ns, "seq": seq, "final": final,
                 "lost_events": stats.get("lost", 0), "evicted": full_total(stats),
-                "full": dict(stats.get("full", {}))}]
+                "full": dict(stats.get("full", {})), "skipped_runs": stats.get("skipped")}]
         out += self._task_lines(tot, only)
         funcs = self._func_lines(tot)
         if self.stack is not None and tot.stacks:

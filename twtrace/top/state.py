@@ -119,6 +119,7 @@ class Totals:
     lost: Optional[int] = None
     evicted: Optional[int] = None
     unmatched: Optional[int] = None  # callbacks whose add was not seen, since tracing began
+    skipped: Optional[int] = None  # probe runs the kernel skipped, since tracing began
     bpf_pct: Optional[float] = None
     cpu_pct: Optional[float] = None
 
@@ -136,6 +137,7 @@ def compute_totals(cur: Sample, prev: Sample) -> Totals:
                   cb_s=metrics.per_second(sums["callbacks"], dt),
                   lost=cur.lost, evicted=cur.evicted,
                   unmatched=sum(f.get("unmatched", 0) for f in cur.funcs),
+                  skipped=cur.skipped,
                   bpf_pct=metrics.bpf_cost_pct(cur.bpf, prev.bpf, dt),
                   cpu_pct=metrics.cpu_pct(cur.cpu_s, prev.cpu_s, dt))
 
