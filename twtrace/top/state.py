@@ -9,6 +9,7 @@ vanish while someone is reading it; the selected row is never hidden.
 """
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Pattern, Sequence, Tuple
@@ -31,10 +32,20 @@ class Row:
     deltas: Dict[str, int]  # counter growth in the last interval
     adds_s: Optional[float]
     cb_s: Optional[float]
-    queue: Dict[str, Any]  # latency objects of the last interval
-    run: Dict[str, Any]
+    prev: Optional[Line] = None  # the line of the snapshot before, if any
     quiet: int = 0         # consecutive intervals with nothing happening
     gone: bool = False     # absent from the latest snapshot
+
+    # Latency objects of the last interval, worked out when first shown: on
+    # a host that forks all day most rows are never on screen, and a tick
+    # that computed them all could not keep up with the interval.
+    @functools.cached_property
+    def queue(self) -> Dict[str, Any]:
+        return metrics.interval_latency(self.line["queue_ns"], self.prev and self.prev["queue_ns"])
+
+    @functools.cached_property
+    def run(self) -> Dict[str, Any]:
+        return metrics.interval_latency(self.line["run_ns"], self.prev and self.prev["run_ns"])
 
 
 @dataclass
@@ -144,11 +155,9 @@ def compute_totals(cur: Sample, prev: Sample) -> Totals:
 
 def make_row(key: Any, line: Line, prev: Optional[Line], dt_ns: int) -> Row:
     d = metrics.counter_deltas(line, prev)
-    return Row(key=key, line=line, deltas=d,
+    return Row(key=key, line=line, deltas=d, prev=prev,
                adds_s=metrics.per_second(d["adds"], dt_ns),
-               cb_s=metrics.per_second(d["callbacks"], dt_ns),
-               queue=metrics.interval_latency(line["queue_ns"], prev and prev["queue_ns"]),
-               run=metrics.interval_latency(line["run_ns"], prev and prev["run_ns"]))
+               cb_s=metrics.per_second(d["callbacks"], dt_ns))
 
 
 def task_key(t: Line) -> Any:
