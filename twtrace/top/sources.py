@@ -167,9 +167,9 @@ class LiveSource:
         tot = self.session.totals.view()
         if self.func_re is not None:
             tot = narrowed(tot, self._wanted)
-        lines = self.snap.lines(tot, self.session.stats, now, self.seq, False)
+        fresh = self.session.totals.take_touched()  # top lists every task each time
+        lines = self.snap.lines(tot, self.session.stats, now, self.seq, False, fresh=fresh)
         lines[0]["read_ns"] = self.session.read_ns
-        self.session.totals.take_touched()  # top lists every task each time
         self.session.totals.fold_shown()  # exited tasks were shown once
         self.seq += 1
         return Sample(lines[0], [x for x in lines if x["type"] == "task"],
