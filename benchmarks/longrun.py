@@ -25,6 +25,14 @@ SAMPLE_S = 10.0
 DEFAULT_MAX_S = 2700.0
 SNAP_RE = re.compile(r'^\{"type": ?"snapshot".*?"ts_ns": ?(\d+)')
 COMM_RE = re.compile(r'"comm": ?"%s"' % COMM)
+TID_RE = re.compile(r'"tid": ?(\d+)')
+GEN_RE = re.compile(r'"gen": ?(\d+)')
+ADDS_RE = re.compile(r'"adds": ?(\d+)')  # the task's own, the first "adds" in its line
+
+
+def _gen(line):
+    m = GEN_RE.search(line)
+    return int(m.group(1)) if m else None
 
 
 class SnapshotReader:
@@ -50,8 +58,8 @@ class SnapshotReader:
             self.snaps.append(int(m.group(1)))
         elif line.startswith('{"type":"task"') or line.startswith('{"type": "task"'):
             if COMM_RE.search(line):
-                t = json.loads(line)
-                self.latest[(t["tid"], t.get("gen"))] = t["adds"]
+                key = (int(TID_RE.search(line).group(1)), _gen(line))
+                self.latest[key] = int(ADDS_RE.search(line).group(1))
         elif '"type":"summary"' in line or '"type": "summary"' in line:
             self.summary = json.loads(line)
 
@@ -100,8 +108,9 @@ def sample(tracers, t0):
 def run(args, storm):
     max_s = args.seconds if args.seconds and args.seconds > 60 else DEFAULT_MAX_S
     readers = {"top": SnapshotReader(), "record": SnapshotReader()}
-    tracers = {"top": Tracer("top-json", interval=1, on_line=readers["top"]),
-               "record": Tracer("record", outfile="-", interval=1, on_line=readers["record"])}
+    tracers = {"top": Tracer("top-json", interval=1, on_line=readers["top"], spool=True),
+               "record": Tracer("record", outfile="-", interval=1, on_line=readers["record"],
+                                spool=True)}
     try:
         ready = {k: t.wait_ready() for k, t in tracers.items()}
         time.sleep(2)

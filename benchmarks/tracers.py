@@ -9,6 +9,7 @@ import platform
 import re
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -46,11 +47,35 @@ def config(kind, outfile=None, interval=None):
     raise ValueError("unknown tracer kind %r" % kind)
 
 
+def tail_lines(f, alive, pause=0.2):
+    """Whole lines of a file another process is still writing, as they come,
+    until it stops (alive() false) and the rest is read."""
+    part = ""
+    while True:
+        chunk = f.readline()
+        if chunk:
+            part += chunk
+            if part.endswith("\n"):
+                yield part
+                part = ""
+            continue
+        if not alive():
+            rest = f.read()
+            for line in (part + rest).splitlines(True):
+                yield line
+            f.close()
+            return
+        time.sleep(pause)
+
+
 class Tracer:
     """A running tracer whose output lines are watched, and kept only as a
     short tail (a full copy of top's output would cost the guest's memory)."""
 
-    def __init__(self, kind, outfile=None, interval=None, on_line=None):
+    def __init__(self, kind, outfile=None, interval=None, on_line=None, spool=False):
+        """spool: the tracer writes its stdout to a file that is read as it
+        grows, so a reader slower than the tracer never blocks it (a pipe
+        would: the long run's harness parses every line on the same CPU)."""
         self.kind = kind
         self.outfile = outfile
         argv, self.ready_stream, self.ready_re = config(kind, outfile, interval)
@@ -59,12 +84,21 @@ class Tracer:
         self.ready_event = threading.Event()
         self.tail = {"stdout": [], "stderr": []}
         self.t_start = time.monotonic()
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        self.spool = None
+        stdout = subprocess.PIPE
+        if spool:
+            fd, self.spool = tempfile.mkstemp(prefix="twbench-%s-" % kind, suffix=".out")
+            stdout = fd
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout,
                                      stderr=subprocess.PIPE, universal_newlines=True)
         self.pid = self.proc.pid
+        if spool:
+            os.close(fd)
+            out = tail_lines(open(self.spool), lambda: self.proc.poll() is None)
+        else:
+            out = self.proc.stdout
         self.readers = [threading.Thread(target=self._read, args=(name, stream), daemon=True)
-                        for name, stream in (("stdout", self.proc.stdout),
-                                             ("stderr", self.proc.stderr))]
+                        for name, stream in (("stdout", out), ("stderr", self.proc.stderr))]
         for t in self.readers:
             t.start()
 
@@ -104,5 +138,7 @@ class Tracer:
                 self.proc.kill()
                 self.proc.wait()
         for t in self.readers:
-            t.join(30)
+            t.join(120 if self.spool else 30)
+        if self.spool:
+            os.unlink(self.spool)
         return self.proc.returncode

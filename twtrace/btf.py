@@ -79,6 +79,8 @@ class BTF:
                 raise BTFError("truncated type")
             name_off, info, _ = unpack(self.data, pos)
             kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
+            if not INT <= kind <= ENUM64:
+                raise BTFError(f"kind {kind} is newer than this reader")
             if kind == STRUCT and name_off:
                 self._structs.setdefault(name_off, len(offs))
             offs.append(pos)
@@ -114,6 +116,17 @@ class BTF:
         if missing:
             raise BTFError("no struct " + ", ".join(missing))
         return found
+
+    def find_func(self, name: str) -> Optional[int]:
+        """Type id of the FUNC called name, or None."""
+        at = self.data[self.strs:self.strs_end].find(b"\0" + name.encode() + b"\0")
+        if at < 0:
+            return None
+        for tid in range(1, len(self.offsets)):
+            name_off, kind, _kf, _vlen, _ = self.type(tid)
+            if kind == FUNC and name_off == at + 1:
+                return tid
+        return None
 
     def size_of(self, tid: int, depth: int = 0) -> int:
         if depth > 32:

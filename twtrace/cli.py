@@ -58,7 +58,7 @@ def record(ctx: typer.Context,
            duration: Optional[float] = typer.Option(None, "--duration", "-d",
                                                     help="Stop after this many seconds."),
            interval: Optional[float] = typer.Option(None, "--interval", "-i",
-                                                    help="Also write aggregates every this many seconds."),
+                                                    help="Also write aggregates every this many seconds: tasks that changed; an exited task once more, then only in the function totals."),
            events: bool = typer.Option(False, "--events", help="Write one line per add, callback, "
                                                                "cancel and run."),
            pid: List[int] = typer.Option([], "-p", "--pid", help="Trace this process (repeatable)."),

@@ -28,6 +28,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
+from twtrace import btf
 from twtrace.kernel import kallsyms_text
 
 OK, WARN, FAIL, INFO = "ok", "warn", "fail", "info"
@@ -302,45 +303,12 @@ def probe_bcc(host: Host) -> BccInfo:
 
 
 # -- the fentry trial ---------------------------------------------------------
-# BTF kinds whose btf_type is followed by extra data: kind -> bytes per vlen
-# item (or a fixed size for INT/ARRAY/VAR/DECL_TAG).
-_BTF_FIXED = {1: 4, 3: 12, 14: 4, 17: 4}
-_BTF_PER_VLEN = {4: 12, 5: 12, 6: 8, 13: 8, 15: 12, 19: 12}
-_BTF_NO_EXTRA = {2, 7, 8, 9, 10, 11, 12, 16, 18}
-BTF_KIND_FUNC = 12
-
-
 def btf_func_id(data: bytes, name: str) -> Optional[int]:
     """Type id of the FUNC called `name` in raw BTF, or None."""
-    if len(data) < 24:
+    try:
+        return btf.BTF(data).find_func(name)
+    except btf.BTFError:
         return None
-    fmt = "<" if struct.unpack_from("<H", data)[0] == 0xEB9F else ">"
-    magic, _ver, _flags, hdr_len, type_off, type_len, str_off, str_len = struct.unpack_from(
-        fmt + "HBBIIIII", data)
-    if magic != 0xEB9F:
-        return None
-    strs = data[hdr_len + str_off:hdr_len + str_off + str_len]
-    at = strs.find(b"\0" + name.encode() + b"\0")
-    if at < 0:
-        return None
-    want = at + 1
-    off, end, tid = hdr_len + type_off, hdr_len + type_off + type_len, 1
-    unpack = struct.Struct(fmt + "III").unpack_from
-    while off + 12 <= end:
-        name_off, info, _ = unpack(data, off)
-        kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
-        if kind == BTF_KIND_FUNC and name_off == want:
-            return tid
-        if kind in _BTF_FIXED:
-            off += 12 + _BTF_FIXED[kind]
-        elif kind in _BTF_PER_VLEN:
-            off += 12 + _BTF_PER_VLEN[kind] * vlen
-        elif kind in _BTF_NO_EXTRA:
-            off += 12
-        else:
-            return None  # a kind newer than this parser
-        tid += 1
-    return None
 
 
 _NR_BPF = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "loongarch64": 280,

@@ -22,7 +22,7 @@ Index 975 (msb 63, sub 15) is the largest; the array needs NBUCKETS slots.
 
 from __future__ import annotations
 
-import math
+import functools
 from fractions import Fraction
 from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
@@ -64,13 +64,22 @@ def bucket_value(idx: int) -> int:
     return lo + (hi - lo) // 2
 
 
-def _rank(p: float, n: int) -> int:
-    """Nearest-rank position (1-based) of percentile p among n samples."""
+@functools.lru_cache(maxsize=64)
+def _ratio(p: float) -> Tuple[int, int]:
+    """p/100 as an exact fraction (numerator, denominator).  Going through
+    the decimal text keeps e.g. 99.9 exact, so a rank never drifts by one
+    through binary float error; cached, since top asks for the same three
+    percentiles of every row at every tick."""
     if not 0 <= p <= 100:
         raise ValueError(f"percentile {p} is outside 0..100")
-    # Going through the decimal text keeps e.g. 99.9 exact, so a rank
-    # never drifts by one through binary float error.
-    return max(1, math.ceil(Fraction(str(p)) * n / 100))
+    f = Fraction(str(p)) / 100
+    return f.numerator, f.denominator
+
+
+def _rank(p: float, n: int) -> int:
+    """Nearest-rank position (1-based) of percentile p among n samples."""
+    num, den = _ratio(p)
+    return max(1, -(-num * n // den))  # integer ceil
 
 
 class Histogram:
@@ -117,16 +126,26 @@ class Histogram:
         holding the smallest sample v with at least p% of samples <= v,
         never reported above max_ns (the exact maximum) when given.
         None when empty."""
+        return self.percentiles((p,), max_ns)[0]
+
+    def percentiles(self, ps: Sequence[float], max_ns: Optional[int] = None
+                    ) -> List[Optional[int]]:
+        """percentile() of each of ps (ascending), in one pass over the buckets."""
         total = self.count
         if total == 0:
-            return None
-        rank = _rank(p, total)
+            return [None] * len(ps)
+        ranks = [_rank(p, total) for p in ps]
+        if ranks != sorted(ranks):
+            raise ValueError("percentiles must be asked for in ascending order")
+        out: List[Optional[int]] = []
         seen = 0
         for idx in sorted(self.counts):
             seen += self.counts[idx]
-            if seen >= rank:
+            while len(out) < len(ranks) and seen >= ranks[len(out)]:
                 value = bucket_value(idx)
-                return min(value, int(max_ns)) if max_ns is not None else value
+                out.append(min(value, int(max_ns)) if max_ns is not None else value)
+            if len(out) == len(ranks):
+                return out
         raise AssertionError("unreachable: rank exceeds total")
 
     def to_pairs(self) -> List[List[int]]:
@@ -154,12 +173,13 @@ class Histogram:
             max_ns = bucket_value(max(i for i, n in self.counts.items() if n))
         if sum_ns is None:
             sum_ns = sum(bucket_value(i) * n for i, n in self.counts.items())
+        p50, p90, p99 = self.percentiles((50, 90, 99), max_ns)
         return {
             "count": total,
             "sum": int(sum_ns),
-            "p50": self.percentile(50, max_ns),
-            "p90": self.percentile(90, max_ns),
-            "p99": self.percentile(99, max_ns),
+            "p50": p50,
+            "p90": p90,
+            "p99": p99,
             "max": int(max_ns),
             "hist": self.to_pairs(),
         }

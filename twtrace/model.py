@@ -47,23 +47,39 @@ class Snapshotter:
         self.cgroup = cgroup or cgroup_name  # cgroup id -> path
         self.ns_pid = ns_pid  # host pid -> in-namespace pid where different
         self._ns: Dict[tuple, Optional[int]] = {}  # per task, read once while it lives
+        self._task_cache: Dict[tuple, dict] = {}  # task -> its line, for lines(fresh=)
 
     def fname(self, addr: int) -> str:
         return self.name(addr) or hexaddr(addr)
 
     def lines(self, tot: Totals, stats: dict, ts_ns: int, seq: int, final: bool,
-              only: Optional[set] = None) -> List[dict]:
+              only: Optional[set] = None, fresh: Optional[set] = None) -> List[dict]:
         """A snapshot group; `only`: the tasks to list (those changed since
-        the previous snapshot), else all."""
+        the previous snapshot), else all.  `fresh` (top, which lists every
+        task each time): the tasks changed since the previous call; the
+        others keep the line built then, the same object, so a tick costs
+        what changed, not every live task."""
         out = [{"type": "snapshot", "ts_ns": ts_ns, "seq": seq, "final": final,
                 "lost_events": stats.get("lost", 0), "evicted": full_total(stats),
-                "full": dict(stats.get("full", {}))}]
-        out += self._task_lines(tot, only)
+                "full": dict(stats.get("full", {})), "skipped_runs": stats.get("skipped")}]
+        if fresh is None:
+            out += self._task_lines(tot, only)
+        else:
+            out += self._cached_task_lines(tot, fresh)
         funcs = self._func_lines(tot)
         if self.stack is not None and tot.stacks:
             for line, func in funcs:
                 line["stacks"] = top_stacks(tot.stacks, func, self.stack)
         return out + [line for line, _ in funcs]
+
+    def _cached_task_lines(self, tot: Totals, fresh: set) -> List[dict]:
+        cache = self._task_cache
+        build = {tk for tk in tot.tasks if tk in fresh or tk not in cache}
+        built = {(x["tid"], x["gen"]): x for x in self._task_lines(tot, build)}
+        # only tasks still held stay cached: the cache is as big as the view
+        self._task_cache = {tk: built[tk] if tk in built else cache[tk]
+                            for tk in sorted(tot.tasks)}
+        return list(self._task_cache.values())
 
     def _task_lines(self, tot: Totals, only: Optional[set] = None) -> List[dict]:
         by_task: Dict[tuple, List[tuple]] = {}

@@ -139,6 +139,7 @@ class Snapshot:
     seq: int
     final: bool
     lost: int = 0  # lost events counted by the "lost" lines before this snapshot
+    skipped: Optional[int] = None  # the kernel's skipped probe runs, where it counts them
     tasks: List[Dict[str, Any]] = field(default_factory=list)
     funcs: List[Dict[str, Any]] = field(default_factory=list)
 
@@ -267,7 +268,7 @@ class _Builder:
                 self.events.append(obj)
         elif line_type == "snapshot":
             self.snapshots.append(Snapshot(ts_ns=obj["ts_ns"], seq=obj["seq"], final=obj["final"],
-                                           lost=self.lost))
+                                           lost=self.lost, skipped=obj.get("skipped_runs")))
         elif line_type in AGGREGATE_TYPES:
             if not self.snapshots:
                 raise self.fail(f"{line_type} line before any snapshot line", lineno)

@@ -52,9 +52,9 @@ class Totals:
         # folded lately: a drain that still holds some of their activity
         # (the exit notice and the last aggregates can be one drain apart)
         # adds it to the per-function totals, never to a task again
-        self._folded: set = set()
-        self._folded_before: set = set()
-        self._kept: set = set()  # of those, the ones the comm filter shows
+        # task -> whether the comm filter showed it, for the last two folds
+        self._let_go: Dict[TKey, bool] = {}
+        self._let_go_before: Dict[TKey, bool] = {}
         self.touched: set = set()  # tasks changed since take_touched()
         self.funcs: set = set()
 
@@ -66,8 +66,9 @@ class Totals:
         for (tid, gen, func), a in delta.get("aggs", {}).items():
             seen.add(func)
             tk = (tid, gen)
-            if tk in self._folded or tk in self._folded_before:
-                if tk in self._kept_folded:
+            late = self._late(tk)
+            if late is not None:
+                if late:
                     merge_agg(self.gone.setdefault(func, new_agg()), a)
                 continue
             self.touched.add(tk)
@@ -82,7 +83,7 @@ class Totals:
             tk = (tid, gen)
             if tk in self.tasks:
                 self.hists.setdefault((tk, func, kind), Histogram()).merge(Histogram(buckets))
-            elif tk in self._kept_folded:
+            elif self._late(tk):
                 self.gone_hists.setdefault((func, kind), Histogram()).merge(Histogram(buckets))
         for (apid, tid, gen, func), p in delta.get("pairs", {}).items():
             tk = (tid, gen)
@@ -109,7 +110,7 @@ class Totals:
         for it in items:
             tk = (it["tid"], it["gen"])
             if tk not in self.tasks:
-                if tk in self._kept_folded:
+                if self._late(tk):
                     agg = self.gone.setdefault(it["func"], new_agg())
                     agg["callbacks"] += 1
                     agg["matched"] += 1
@@ -148,21 +149,20 @@ class Totals:
         self._to_fold |= self._exited
         self._exited = set()
 
-    @property
-    def _kept_folded(self) -> set:
-        return self._kept & (self._folded | self._folded_before)
+    def _late(self, tk: TKey) -> Optional[bool]:
+        """For a task let go lately: whether its late activity counts (the
+        comm filter showed it); None for any other task."""
+        return self._let_go.get(tk, self._let_go_before.get(tk))
 
     def _fold_exited(self) -> None:
         """Exited tasks already shown leave the per-task tables."""
-        self._folded_before, self._folded = self._folded, set()
-        self._kept &= self._folded_before
+        self._let_go_before, self._let_go = self._let_go, {}
         if not self._to_fold:
             return
         fold, self._to_fold = self._to_fold, set()
-        self._folded = fold
         # what the comm filter does not show is let go without a trace
-        kept = {tk for tk in fold if tk in self.tasks and self.matches(self.tasks[tk])}
-        self._kept |= kept
+        self._let_go = {tk: tk in self.tasks and self.matches(self.tasks[tk]) for tk in fold}
+        kept = {tk for tk, shown in self._let_go.items() if shown}
         for (tk, func) in [k for k in self.aggs if k[0] in fold]:
             a = self.aggs.pop((tk, func))
             if tk in kept:

@@ -160,3 +160,23 @@ def test_long_snapshot_reader_sums_each_childs_latest_line():
                  '{"type":"summary","adds":9}'):
         rd("stdout", line, 0.0)
     assert rd.snaps == [5, 6] and rd.child_adds == 2 + 1 + 1 and rd.summary["adds"] == 9
+
+
+def test_tail_lines_yields_whole_lines_as_a_file_grows(tmp_path):
+    from benchmarks.tracers import tail_lines
+    path = tmp_path / "out"
+    path.write_text("")
+    writes = iter(['{"a": 1}\n{"b"', ': 2}\n', '{"c": 3}'])
+    state = {"alive": True}
+    f = open(path)
+
+    def alive():  # each empty read: the writer adds its next piece, then stops
+        try:
+            with open(path, "a") as w:
+                w.write(next(writes))
+        except StopIteration:
+            state["alive"] = False
+        return True if state["alive"] else False
+
+    got = list(tail_lines(f, alive, pause=0))
+    assert got == ['{"a": 1}\n', '{"b": 2}\n', '{"c": 3}']

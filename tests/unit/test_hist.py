@@ -216,3 +216,16 @@ def test_log2_rows_regroup_exactly():
     late.add(40000)
     rows = log2_rows(late)
     assert rows[0].lo == 4096 and rows[-1].lo == 32768 and [r.count for r in rows] == [1, 0, 0, 1]
+
+
+def test_percentiles_in_one_pass_equal_each_asked_alone():
+    h = Histogram()
+    for v, n in ((5, 3), (100, 40), (1_000, 50), (10**6, 6), (10**9, 1)):
+        h.add(v, n)
+    ps = (0, 50, 90, 99, 99.9, 100)
+    assert h.percentiles(ps, max_ns=10**9) == [h.percentile(p, 10**9) for p in ps]
+    assert h.percentiles((50, 99)) == [bucket_value(bucket_index(1_000)),
+                                       bucket_value(bucket_index(10**6))]
+    with pytest.raises(ValueError):
+        h.percentiles((99, 50))
+    assert Histogram().percentiles((50, 90)) == [None, None]

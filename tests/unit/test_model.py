@@ -295,3 +295,26 @@ def test_tasks_the_comm_filter_hides_leave_no_trace_when_let_go():
     # only bash (200) counts: 2 adds of ____fput; worker (100) is gone unseen
     assert not tot.tasks and tot.gone_tasks == 1
     assert tot.gone[FPUT]["adds"] == 2 and KEY not in tot.gone
+
+
+def test_fresh_lines_rebuild_only_changed_tasks_and_equal_a_full_build():
+    tot = Totals(keep_exited=False)
+    cached = model.Snapshotter(NAMES.get, lambda a: True)
+    full = model.Snapshotter(NAMES.get, lambda a: True)
+    steps = [DELTA,
+             {"aggs": {(200, 2, FPUT): agg(1, 1, [5], [5], pid=200, comm="bash")}},
+             {},
+             {"retired": {(200, 2): {"depth": 0, "ts": 1}}},
+             {"aggs": {(100, 1, KEY): agg(2, 2, [9, 9], [9, 9])}}]
+    before = {}
+    for seq, d in enumerate(steps):
+        tot.apply(d)
+        fresh = tot.take_touched()
+        got = cached.lines(tot, STATS, seq, seq, False, fresh=fresh)
+        assert got == full.lines(tot, STATS, seq, seq, False), seq
+        tasks = {(x["tid"], x["gen"]): x for x in got if x["type"] == "task"}
+        for tk, line in tasks.items():  # an unchanged task keeps its very line
+            assert (line is before.get(tk)) == (tk in before and tk not in fresh), (seq, tk)
+        before = tasks
+        tot.fold_shown()
+    assert set(before) == {(100, 1)}  # the exited task was listed once, then let go

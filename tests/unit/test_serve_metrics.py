@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import synth_record as s
 from twtrace.hist import Histogram
 from twtrace.serve import buckets
-from twtrace.serve.exposition import Collector
+from twtrace.serve.exposition import Collector, families
 from twtrace.serve.main import Server
 from twtrace.serve.metrics import Aggregator, interval_max_depth
 from twtrace.top.sample import Meta, Sample, group_samples
@@ -266,3 +266,16 @@ def test_map_full_per_map_when_the_snapshot_says():
     total = Aggregator(META, "0.1.0")
     total.push(Sample({}, evicted=4))
     assert total.map_full == {"all": 4}
+
+
+def test_skipped_runs_counted_from_growth_and_absent_while_unknown():
+    base = {"type": "snapshot", "ts_ns": s.START}
+    unknown = Aggregator(META, "0.1.0")
+    for _ in range(2):
+        unknown.push(Sample(base, skipped=None))
+    assert "twtrace_skipped_runs" not in {f.name for f in families(unknown)}
+    agg = Aggregator(META, "0.1.0")
+    for n in (0, 2, 5, 1):  # 1: the source restarted its count
+        agg.push(Sample(base, skipped=n))
+    (fam,) = [f for f in families(agg) if f.name == "twtrace_skipped_runs"]
+    assert fam.type == "counter" and fam.samples[0].value == 6

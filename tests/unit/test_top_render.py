@@ -216,3 +216,17 @@ def test_plain_frame_under_80_columns(make_state):
     assert any(line.startswith("FUNC") for line in out)
     assert not any(line.startswith(">") for line in out)
     assert all(line == line.rstrip() for line in out)
+
+
+def test_skipped_probe_runs_show_once_there_are_some(make_state):
+    """The kernel's count of skipped probe runs is shown in the header and the
+    JSON snapshot; the header leaves it out while it is 0 or unknown."""
+    meta = Meta(hostname="h", start_ns=sr.START)
+    for skipped, shown in ((None, False), (0, False), (3, True)):
+        st = TopState(meta, baseline=Sample({"ts_ns": sr.START}, lost=0))
+        st.push(Sample(sr.snapshot(ts_ns=sr.START + 1_000_000_000), [sr.task([1000], [10])],
+                       lost=0, evicted=0, skipped=skipped))
+        header = draw(st)[1]
+        assert ("skipped 3" in header) == shown, header
+        assert ("skipped 3" in plain.frame(st, 80)[0].plain) == shown
+        assert plain.json_group(st)[0]["skipped_runs"] == skipped

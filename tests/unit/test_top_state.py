@@ -330,3 +330,12 @@ def test_replay_of_a_single_final_snapshot_shows_at_once(tmp_path):
     src = ReplaySource(str(sr.write_jsonl(tmp_path / "one.jsonl", lines)), speed=1)
     s = src.next(1.0)
     assert s is not None and s.tasks[0]["tid"] == 100 and src.done
+
+
+def test_replay_carries_each_snapshots_skipped_runs(tmp_path):
+    lines = sr.top_lines(3)
+    for n, line in enumerate(x for x in lines if x["type"] == "snapshot"):
+        line["skipped_runs"] = n * 2
+    lines[-1]["skipped_runs"] = 7  # the summary's count is the last word
+    src = ReplaySource(str(sr.write_jsonl(tmp_path / "r.jsonl", lines)), speed=0)
+    assert [x.skipped for x in src.samples] == [0, 2, 7]

@@ -118,11 +118,13 @@ def test_attached_to_an_already_busy_workload(vm, tmp_path):
         assert {c["work"] for c in cbs if c["matched"]} == {a["work"] for a in adds}
         missed += len(unseen)
     assert missed <= summary["unmatched"]
-    # exact where the kernel reports skipped runs (fentry; kprobes from 6.7):
-    # only where it cannot (kprobes before 6.7, skipped_runs null) may an
-    # add go unseen, and then only as an unmatched callback
+    # where the kernel counts skipped probe runs (fentry; kprobes from 6.7),
+    # every unseen add is one of them (6.12's tick queues task_mm_cid_work
+    # from an interrupt, and the kernel skips that add when it lands inside
+    # twtrace's own add program); where it does not (skipped_runs null), an
+    # unseen add shows only as an unmatched callback
     if summary["skipped_runs"] is not None:
-        assert missed == 0 and summary["skipped_runs"] == 0, summary
+        assert missed <= summary["skipped_runs"], summary
 
 
 def test_stress_on_every_cpu_counts_each_thread_exactly(vm, tmp_path, cell):
@@ -145,14 +147,24 @@ def test_stress_on_every_cpu_counts_each_thread_exactly(vm, tmp_path, cell):
         assert tasks[tid]["max_depth"] == replayed_max_depth(lines, tid) >= th["files"], th
     kp = truth["helpers"]["keyctl_parent"]
     assert adds[(kp["tid"], "key_change_session_keyring")] == kp["calls"]
+    skipped = lines[-1]["skipped_runs"]  # the summary
     ur = truth["helpers"]["uring_timeout"]
-    assert adds[(ur["tid"], "tctx_task_work")] >= len(ur["iterations"])
+    # the timeout completes from an hrtimer interrupt, whose add the kernel
+    # skips when it lands inside twtrace's add program: then it is unmatched
+    unseen = sum(1 for x in lines if x["type"] == "callback" and x["tid"] == ur["tid"]
+                 and x["func"] == "tctx_task_work" and not x["matched"])
+    assert adds[(ur["tid"], "tctx_task_work")] + unseen >= len(ur["iterations"])
+    assert skipped is None or unseen <= skipped
     ct = truth["helpers"]["cpu_timer"]
     assert cbs[(ct["tid"], "posix_cpu_timers_work")] >= ct["signals"] >= 1
-    # the workload's own items were all seen: none of its callbacks is unmatched
+    # the workload's own closes were all seen; an unmatched callback on its
+    # threads is an interrupt's add the kernel skipped and counted (6.12's tick
+    # queueing task_mm_cid_work), never where it keeps no count
     ours = {th["tid"] for th in truth["threads"]}
-    assert not [x for x in lines if x["type"] == "callback" and x["tid"] in ours
-                and not x["matched"]]
+    unseen = [x for x in lines if x["type"] == "callback" and x["tid"] in ours
+              and not x["matched"]]
+    assert not [x for x in unseen if x["func"] == "____fput"]
+    assert len(unseen) <= (skipped or 0), unseen
 
 
 def test_threads_closing_at_once_are_exact_run_after_run(vm, tmp_path, cell):

@@ -83,6 +83,11 @@ def _own(agg: Aggregator) -> Iterator:
     for name in sorted(agg.map_full) or ["all"]:
         fam.add_metric([name], agg.map_full.get(name, 0))
     yield fam
+    if agg.skipped is not None:  # absent where the kernel keeps no count: unknown, not 0
+        yield CounterMetricFamily("twtrace_skipped_runs", "runs of twtrace's BPF programs the "
+                                  "kernel skipped because one was already running on that CPU "
+                                  "(each skipped add shows later as an unmatched callback)",
+                                  value=agg.skipped)
     yield CounterMetricFamily("twtrace_bpf_run_seconds", "run time of twtrace's BPF programs "
                               "(the kernel's statistics)", value=seconds(s["bpf_run_ns"]))
     yield CounterMetricFamily("twtrace_bpf_runs", "runs of twtrace's BPF programs",

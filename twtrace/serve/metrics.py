@@ -119,6 +119,7 @@ class Aggregator:
         self.scalars: Dict[str, float] = dict.fromkeys(
             ("lost", "bpf_run_ns", "bpf_runs", "cpu_s"), 0)
         self.map_full: Dict[str, int] = {}
+        self.skipped: Optional[int] = None  # None until the kernel is seen counting them
         self.depth_window: Dict[Optional[str], int] = {}  # since the last scrape
         self.depth_last: Dict[Optional[str], int] = {}  # the latest interval's
         self.queued: Dict[Optional[str], int] = {}
@@ -165,6 +166,8 @@ class Aggregator:
     def _push_scalars(self, sample: Sample) -> None:
         prev = self.prev or Sample({})
         self.scalars["lost"] += delta(sample.lost, prev.lost)
+        if sample.skipped is not None:
+            self.skipped = (self.skipped or 0) + delta(sample.skipped, prev.skipped)
         if sample.bpf is not None:
             pb = prev.bpf or {}
             self.scalars["bpf_run_ns"] += delta(sample.bpf.get("run_time_ns"), pb.get("run_time_ns"))

@@ -112,11 +112,13 @@ def run_plain(state: TopState, source, opts: TopOptions) -> int:
     # Under 80 columns in a pipe, as bcc tools are.
     console = Console(width=None if sys.stdout.isatty() else PLAIN_WIDTH, highlight=False)
     shown = 0
-    wait = first_wait(state, source)
+    due = time.monotonic() + first_wait(state, source)
     try:
         while opts.count is None or shown < opts.count:
-            time.sleep(wait)
-            wait = source.pace(state.interval)
+            time.sleep(max(0.0, due - time.monotonic()))
+            # ticks are due an interval apart, start to start: the time a
+            # tick takes is not added to every interval (as the screen does)
+            due = time.monotonic() + source.pace(state.interval)
             sample = source.next(state.interval)
             if sample is not None:
                 state.push(sample)

@@ -27,7 +27,8 @@ def summary_line(state: TopState) -> Text:
     t = state.totals
     line = Text(f"{stamp(state)} items {format_rate(t.items_s)} adds {format_rate(t.adds_s)} "
                 f"callbacks {format_rate(t.cb_s)} lost {format_count(t.lost)} "
-                f"evicted {format_count(t.evicted)} unmatched {format_count(t.unmatched)}",
+                f"evicted {format_count(t.evicted)} unmatched {format_count(t.unmatched)}"
+                + (f" skipped {format_count(t.skipped)}" if t.skipped else ""),
                 style="bold")
     if t.bpf_pct is not None or t.cpu_pct is not None:
         line.append(f" cost bpf {fmt_pct(t.bpf_pct)} cpu {fmt_pct(t.cpu_pct)}")
@@ -67,6 +68,7 @@ def json_group(state: TopState) -> List[Dict[str, Any]]:
     # counters the record format defines as integers: left out when unknown
     snap.update({k: v for k, v in (("lost_events", t.lost), ("evicted", t.evicted))
                  if v is not None})
+    snap["skipped_runs"] = t.skipped  # null: this kernel does not count them
     out: List[Dict[str, Any]] = [snap]
     tasks, funcs = state.rows[TASKS], state.rows[FUNCS]
     out += [dict(x, **_rates(tasks.get(x["tid"]), t.dt_ns))

@@ -91,7 +91,10 @@ def header_lines(state: TopState, width: int) -> List[Text]:
     for label, value in (("items", format_rate(t.items_s)), ("cb", format_rate(t.cb_s))):
         second.append(f"{label} ", style="bold")
         second.append(f"{value}  ")
-    for label, value in (("lost", t.lost), ("full", t.evicted), ("unmatched", t.unmatched)):
+    # skipped probe runs only once there are some: 80 columns are tight
+    counts = [("lost", t.lost), ("full", t.evicted), ("unmatched", t.unmatched)]
+    counts += [("skipped", t.skipped)] if t.skipped else []
+    for label, value in counts:
         second.append(f"{label} ", style="bold")
         second.append(format_count(value), style=WARN if value else "")
         second.append("  ")

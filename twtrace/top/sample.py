@@ -29,6 +29,7 @@ class Sample:
     funcs: List[Line] = field(default_factory=list)
     lost: Optional[int] = None      # cumulative lost events, when known
     evicted: Optional[int] = None   # cumulative map evictions, when known
+    skipped: Optional[int] = None   # cumulative probe runs the kernel skipped, where it counts
     bpf: Optional[Dict[str, int]] = None  # cumulative {"run_time_ns", "run_cnt"}
     cpu_s: Optional[float] = None   # cumulative CPU seconds of twtrace itself
 

@@ -58,7 +58,8 @@ class ReplaySource:
                 line, snap.tasks, snap.funcs,
                 lost=max(lost[i] if i < len(lost) else 0,
                          s["lost_events"] if last else 0),
-                evicted=s["evicted"] if last else None))
+                evicted=s["evicted"] if last else None,
+                skipped=s.get("skipped_runs") if last else snap.skipped))
         self.speed = speed
         self.pos = -1
         self.clock: Optional[int] = None
@@ -167,14 +168,15 @@ class LiveSource:
         tot = self.session.totals.view()
         if self.func_re is not None:
             tot = narrowed(tot, self._wanted)
-        lines = self.snap.lines(tot, self.session.stats, now, self.seq, False)
+        fresh = self.session.totals.take_touched()  # top lists every task each time
+        lines = self.snap.lines(tot, self.session.stats, now, self.seq, False, fresh=fresh)
         lines[0]["read_ns"] = self.session.read_ns
-        self.session.totals.take_touched()  # top lists every task each time
         self.session.totals.fold_shown()  # exited tasks were shown once
         self.seq += 1
         return Sample(lines[0], [x for x in lines if x["type"] == "task"],
                       [x for x in lines if x["type"] == "func"],
                       lost=self.session.stats.get("lost"), evicted=lines[0]["evicted"],
+                      skipped=lines[0]["skipped_runs"],
                       bpf=bpf_stats(self.loader), cpu_s=time.process_time())
 
     def close(self) -> None:

@@ -9,6 +9,7 @@ vanish while someone is reading it; the selected row is never hidden.
 """
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Pattern, Sequence, Tuple
@@ -32,10 +33,20 @@ class Row:
     deltas: Dict[str, int]  # counter growth in the last interval
     adds_s: Optional[float]
     cb_s: Optional[float]
-    queue: Dict[str, Any]  # latency objects of the last interval
-    run: Dict[str, Any]
+    prev: Optional[Line] = None  # the line of the snapshot before, if any
     quiet: int = 0         # consecutive intervals with nothing happening
     gone: bool = False     # absent from the latest snapshot
+
+    # Latency objects of the last interval, worked out when first shown: on
+    # a host that forks all day most rows are never on screen, and a tick
+    # that computed them all could not keep up with the interval.
+    @functools.cached_property
+    def queue(self) -> Dict[str, Any]:
+        return metrics.interval_latency(self.line["queue_ns"], self.prev and self.prev["queue_ns"])
+
+    @functools.cached_property
+    def run(self) -> Dict[str, Any]:
+        return metrics.interval_latency(self.line["run_ns"], self.prev and self.prev["run_ns"])
 
 
 @dataclass
@@ -131,6 +142,7 @@ class Totals:
     lost: Optional[int] = None
     evicted: Optional[int] = None
     unmatched: Optional[int] = None  # callbacks whose add was not seen, since tracing began
+    skipped: Optional[int] = None  # probe runs the kernel skipped, since tracing began
     bpf_pct: Optional[float] = None
     cpu_pct: Optional[float] = None
 
@@ -148,17 +160,16 @@ def compute_totals(cur: Sample, prev: Sample) -> Totals:
                   cb_s=metrics.per_second(sums["callbacks"], dt),
                   lost=cur.lost, evicted=cur.evicted,
                   unmatched=sum(f.get("unmatched", 0) for f in cur.funcs),
+                  skipped=cur.skipped,
                   bpf_pct=metrics.bpf_cost_pct(cur.bpf, prev.bpf, dt),
                   cpu_pct=metrics.cpu_pct(cur.cpu_s, prev.cpu_s, dt))
 
 
 def make_row(key: Any, line: Line, prev: Optional[Line], dt_ns: int) -> Row:
     d = metrics.counter_deltas(line, prev)
-    return Row(key=key, line=line, deltas=d,
+    return Row(key=key, line=line, deltas=d, prev=prev,
                adds_s=metrics.per_second(d["adds"], dt_ns),
-               cb_s=metrics.per_second(d["callbacks"], dt_ns),
-               queue=metrics.interval_latency(line["queue_ns"], prev and prev["queue_ns"]),
-               run=metrics.interval_latency(line["run_ns"], prev and prev["run_ns"]))
+               cb_s=metrics.per_second(d["callbacks"], dt_ns))
 
 
 def cgroup_rows(tasks: List[Row], dt_ns: int) -> Dict[str, Row]:
@@ -171,12 +182,25 @@ def cgroup_rows(tasks: List[Row], dt_ns: int) -> Dict[str, Row]:
         line = bycgroup.summarize(cg, rows)
         line["pids"] = sorted({p for r in mine for p in (r.line["pid"], r.line["tid"])})
         d = {k: sum(r.deltas[k] for r in mine) for k in metrics.COUNTERS}
-        out[cg] = Row(key=cg, line=line, deltas=d,
-                      adds_s=metrics.per_second(d["adds"], dt_ns),
-                      cb_s=metrics.per_second(d["callbacks"], dt_ns),
-                      queue=bycgroup.merge_latency(r.queue for r in mine),
-                      run=bycgroup.merge_latency(r.run for r in mine))
+        out[cg] = CgroupRow(key=cg, line=line, deltas=d, members=mine,
+                            adds_s=metrics.per_second(d["adds"], dt_ns),
+                            cb_s=metrics.per_second(d["callbacks"], dt_ns))
     return out
+
+
+@dataclass
+class CgroupRow(Row):
+    """A cgroup's row: latencies merged from its tasks' rows when shown."""
+
+    members: List[Row] = field(default_factory=list)
+
+    @functools.cached_property
+    def queue(self) -> Dict[str, Any]:
+        return bycgroup.merge_latency(r.queue for r in self.members)
+
+    @functools.cached_property
+    def run(self) -> Dict[str, Any]:
+        return bycgroup.merge_latency(r.run for r in self.members)
 
 
 def task_key(t: Line) -> Any:
