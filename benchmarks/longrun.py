@@ -45,6 +45,7 @@ class SnapshotReader:
         self.snaps = []
         self.summary = None
         self.latest = {}
+        self.full = {}  # the latest snapshot's entries that did not fit, per map
 
     @property
     def child_adds(self):
@@ -56,6 +57,7 @@ class SnapshotReader:
         m = SNAP_RE.match(line)
         if m:
             self.snaps.append(int(m.group(1)))
+            self.full = json.loads(line).get("full") or {}
         elif line.startswith('{"type":"task"') or line.startswith('{"type": "task"'):
             if COMM_RE.search(line):
                 key = (int(TID_RE.search(line).group(1)), _gen(line))
@@ -140,6 +142,7 @@ def summarise(samples, readers, fs, ready):
     for name, rd in readers.items():
         out["tracers"][name] = trends(name, samples, rd.snaps)
         out["tracers"][name]["child_adds"] = rd.child_adds
+        out["tracers"][name]["map_full"] = {k: v for k, v in rd.full.items() if v}
     rec = readers["record"].summary or {}
     out["record_summary"] = {k: rec.get(k) for k in ("items", "adds", "callbacks", "evicted",
                                                      "lost_events", "unmatched")}
@@ -194,6 +197,9 @@ def table(res):
     lines.append("| fullest map at the end | %s |" % " | ".join(
         "`%s` %d/%d" % (m["name"], m["entries"], m["max_entries"]) if m["name"] else "–"
         for m in fm))
+    lines.append("| entries that did not fit, per map (last snapshot) | %s |" % " | ".join(
+        ", ".join("`%s` %d" % kv for kv in sorted(res["tracers"][n].get("map_full", {}).items()))
+        or "none" for n in ("top", "record")))
     lines.append("| children's adds (each child's latest line) / forks | %s |" % " | ".join(
         "%d / %d" % (res["tracers"][n]["child_adds"], res["forks"]) for n in ("top", "record")))
     rs = res["record_summary"]

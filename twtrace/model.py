@@ -148,8 +148,7 @@ class Snapshotter:
                 "run_ns": _latency(r, max(a["run_max"] for a in parts),
                                    sum(a["run_sum"] for a in parts)),
                 "probed": self.probed(func),
-                "notify": [notify_name(m) for m in range(32)
-                           if any(a["notify_mask"] >> m & 1 for a in parts)],
+                "notify": _notify_names(parts),
                 "adders": [{"adder_pid": k[0], "adder_comm": v["adder_comm"], "tid": k[1][0],
                             "comm": tot.tasks.get(k[1], {}).get("comm", "?"), "adds": v["adds"],
                             **self._adder_cgroup(v)}
@@ -166,6 +165,13 @@ class Snapshotter:
 def cgroup_name(cg_id: int) -> str:
     """A cgroup id not resolved to a path."""
     return f"cgroup:{cg_id}"
+
+
+def _notify_names(parts: Iterable[dict]) -> List[str]:
+    mask = 0
+    for a in parts:
+        mask |= a["notify_mask"]
+    return [notify_name(m) for m in range(32) if mask >> m & 1]
 
 
 def full_total(stats: dict) -> int:

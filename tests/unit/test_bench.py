@@ -154,12 +154,13 @@ def test_long_snapshot_reader_sums_each_childs_latest_line():
                  '{"type":"task","tid":9,"gen":1,"pid":9,"comm":"busybox-twb","adds":1}',
                  '{"type":"task","tid":10,"gen":1,"pid":10,"comm":"busybox-twb","adds":1}',
                  '{"type":"task","tid":11,"gen":1,"pid":11,"comm":"python3","adds":7}',
-                 '{"type":"snapshot","ts_ns":6,"seq":1}',
+                 '{"type":"snapshot","ts_ns":6,"seq":1,"full":{"aggs":3,"tasks":0}}',
                  '{"type":"task","tid":9,"gen":1,"pid":9,"comm":"busybox-twb","adds":2}',
                  '{"type":"task","tid":9,"gen":5,"pid":9,"comm":"busybox-twb","adds":1}',
                  '{"type":"summary","adds":9}'):
         rd("stdout", line, 0.0)
     assert rd.snaps == [5, 6] and rd.child_adds == 2 + 1 + 1 and rd.summary["adds"] == 9
+    assert rd.full == {"aggs": 3, "tasks": 0}
 
 
 def test_tail_lines_yields_whole_lines_as_a_file_grows(tmp_path):
