@@ -181,3 +181,9 @@ def test_tail_lines_yields_whole_lines_as_a_file_grows(tmp_path):
 
     got = list(tail_lines(f, alive, pause=0))
     assert got == ['{"a": 1}\n', '{"b": 2}\n', '{"c": 3}']
+
+
+def test_pipeline_benchmark_runs_and_reports_each_tenth():
+    from benchmarks import pipeline
+    per_tick = pipeline.run(forks=5, ticks=20, idle=100)
+    assert len(per_tick) == 10 and all(x > 0 for x in per_tick)

@@ -1,6 +1,7 @@
 """twtrace top's screen, rendered to a recording rich Console."""
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -230,3 +231,20 @@ def test_skipped_probe_runs_show_once_there_are_some(make_state):
         assert ("skipped 3" in header) == shown, header
         assert ("skipped 3" in plain.frame(st, 80)[0].plain) == shown
         assert plain.json_group(st)[0]["skipped_runs"] == skipped
+
+
+def test_json_lines_reuse_unchanged_lines_and_say_the_same():
+    """The live --json writer keeps the text of a line object it has
+    encoded; what it writes is exactly json_text's, tick after tick."""
+    meta = Meta(hostname="h", start_ns=sr.START)
+    st = TopState(meta, baseline=Sample({"ts_ns": sr.START}, lost=0))
+    idle, busy = sr.task([1000], [10], tid=7), sr.task([1000], [10], tid=8)
+    writer = plain.JsonLines()
+    for n in range(1, 4):
+        busy = dict(busy, adds=busy["adds"] + 1, callbacks=busy["callbacks"] + 1)
+        st.push(Sample(sr.snapshot(ts_ns=sr.START + n * 1_000_000_000, seq=n), [idle, busy],
+                       lost=0, evicted=0))
+        text = writer.text(st)
+        assert text == plain.json_text(st)
+        assert [json.loads(x)["type"] for x in text.splitlines()] == ["snapshot", "task", "task"]
+    assert {id(line) for line, _ in writer._cache.values()} == {id(idle), id(busy)}

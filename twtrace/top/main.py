@@ -112,6 +112,7 @@ def run_plain(state: TopState, source, opts: TopOptions) -> int:
     # Under 80 columns in a pipe, as bcc tools are.
     console = Console(width=None if sys.stdout.isatty() else PLAIN_WIDTH, highlight=False)
     shown = 0
+    as_json = plain.JsonLines()
     due = time.monotonic() + first_wait(state, source)
     try:
         while opts.count is None or shown < opts.count:
@@ -123,7 +124,7 @@ def run_plain(state: TopState, source, opts: TopOptions) -> int:
             if sample is not None:
                 state.push(sample)
                 if opts.json:
-                    sys.stdout.write(plain.json_text(state))
+                    sys.stdout.write(as_json.text(state))
                     sys.stdout.flush()
                 else:
                     for line in plain.frame(state, console.width):

@@ -31,6 +31,8 @@ def per_second(count: float, dt_ns: int) -> Optional[float]:
 
 def counter_deltas(cur: Line, prev: Optional[Line]) -> Dict[str, int]:
     """Interval growth of adds, failed_adds, cancels, callbacks of one row."""
+    if cur is prev:  # the line of a task that did not change (Snapshotter's cache)
+        return dict.fromkeys(COUNTERS, 0)
     prev = prev or {}
     return {k: delta(cur.get(k), prev.get(k)) for k in COUNTERS}
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from rich.text import Text
 
@@ -58,18 +58,23 @@ def _rates(row: Optional[Row], dt_ns: int) -> Dict[str, Any]:
     return {"interval_ns": dt_ns, "adds_per_s": row.adds_s, "callbacks_per_s": row.cb_s}
 
 
-def json_group(state: TopState) -> List[Dict[str, Any]]:
-    """The current snapshot group, filtered as the view is, with rates."""
+def _snapshot(state: TopState) -> Dict[str, Any]:
     cur, t = state.cur, state.totals
-    if cur is None:
-        return []
     snap = dict(cur.snapshot, interval_ns=t.dt_ns, items_per_s=t.items_s, adds_per_s=t.adds_s,
                 callbacks_per_s=t.cb_s, bpf_pct=t.bpf_pct, cpu_pct=t.cpu_pct)
     # counters the record format defines as integers: left out when unknown
     snap.update({k: v for k, v in (("lost_events", t.lost), ("evicted", t.evicted))
                  if v is not None})
     snap["skipped_runs"] = t.skipped  # null: this kernel does not count them
-    out: List[Dict[str, Any]] = [snap]
+    return snap
+
+
+def json_group(state: TopState) -> List[Dict[str, Any]]:
+    """The current snapshot group, filtered as the view is, with rates."""
+    cur, t = state.cur, state.totals
+    if cur is None:
+        return []
+    out: List[Dict[str, Any]] = [_snapshot(state)]
     tasks, funcs = state.rows[TASKS], state.rows[FUNCS]
     out += [dict(x, **_rates(tasks.get(x["tid"]), t.dt_ns))
             for x in cur.tasks if state.filters.task_ok(x)]
@@ -78,5 +83,42 @@ def json_group(state: TopState) -> List[Dict[str, Any]]:
     return out
 
 
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
 def json_text(state: TopState) -> str:
-    return "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in json_group(state))
+    return "".join(_dumps(line) + "\n" for line in json_group(state))
+
+
+class JsonLines:
+    """json_text() for a live view, the same text, cheaper: a task or func
+    line that did not change since the last tick is the same object
+    (Snapshotter's cache), so its encoding is kept and only its rates are
+    encoded again.  On a host with thousands of mostly idle threads that
+    is most of a tick's work."""
+
+    def __init__(self) -> None:
+        self._cache: Dict[int, Tuple[Dict[str, Any], str]] = {}
+
+    def text(self, state: TopState) -> str:
+        cur, t = state.cur, state.totals
+        if cur is None:
+            return ""
+        out = [_dumps(_snapshot(state)) + "\n"]
+        cache: Dict[int, Tuple[Dict[str, Any], str]] = {}
+        tasks, funcs = state.rows[TASKS], state.rows[FUNCS]
+        shown = [(x, tasks.get(x["tid"])) for x in cur.tasks if state.filters.task_ok(x)]
+        shown += [(x, funcs.get(x["func"])) for x in cur.funcs if state.filters.func_ok(x)]
+        tails: Dict[Tuple, str] = {}  # most rows share "no change" rates
+        for line, row in shown:
+            hit = self._cache.get(id(line))
+            body = hit[1] if hit is not None and hit[0] is line else _dumps(line)[:-1]
+            cache[id(line)] = (line, body)  # holding the line keeps its id unique
+            rk = (row.adds_s, row.cb_s) if row is not None else None
+            if rk not in tails:
+                rates = _rates(row, t.dt_ns)
+                tails[rk] = "," + _dumps(rates)[1:] if rates else "}"
+            out.append(body + tails[rk] + "\n")
+        self._cache = cache
+        return "".join(out)

@@ -152,7 +152,10 @@ def compute_totals(cur: Sample, prev: Sample) -> Totals:
     before = {t["tid"]: t for t in prev.tasks}
     sums = {k: 0 for k in metrics.COUNTERS}
     for t in cur.tasks:
-        for k, v in metrics.counter_deltas(t, before.get(t["tid"])).items():
+        p = before.get(t["tid"])
+        if t is p:
+            continue  # unchanged since the last tick: nothing to add
+        for k, v in metrics.counter_deltas(t, p).items():
             sums[k] += v
     return Totals(dt_ns=dt,
                   items_s=metrics.per_second(sums["adds"] - sums["failed_adds"], dt),
@@ -275,8 +278,13 @@ class TopState:
         for line in lines:
             k = key(line)
             seen.add(k)
-            row = make_row(k, line, before.get(k), dt)
             old = table.get(k)
+            if old is not None and old.line is line and old.prev is line and not old.gone:
+                # unchanged for two ticks now: the row already says "nothing new"
+                row = old
+                row.adds_s = row.cb_s = metrics.per_second(0, dt)
+            else:
+                row = make_row(k, line, before.get(k), dt)
             active = metrics.is_active(row.deltas, line)
             row.quiet = 0 if active else (old.quiet + 1 if old else 1)
             table[k] = row
