@@ -1,11 +1,28 @@
+"""`python3 -m twtrace` and the `twtrace` command both start here, so that a
+Ctrl-C or SIGTERM at any moment of start-up exits quietly with 128+signal."""
+import os
 import signal
 
-from twtrace.signals import quiet_exit
 
-# Before the slow imports (typer, rich): Ctrl-C or SIGTERM exits quietly.
+def _before_anything(signum, frame):
+    # Nothing is made yet, so there is nothing to clean: leave at once.
+    os._exit(128 + signum)
+
+
 for _sig in (signal.SIGINT, signal.SIGTERM):
-    signal.signal(_sig, quiet_exit)
+    signal.signal(_sig, _before_anything)
 
-from twtrace.cli import main  # noqa: E402
 
-main()
+def run() -> None:
+    from twtrace.signals import quiet_exit
+
+    # Before the slow imports (typer, rich): the signal unwinds quietly.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, quiet_exit)
+    from twtrace.cli import main
+
+    main()
+
+
+if __name__ == "__main__":
+    run()

@@ -69,3 +69,20 @@ def test_after_start_up_a_signal_is_a_flag(tmp_path):
     out, err = p.communicate(timeout=20)
     assert p.returncode == 0, err
     assert out.strip() == f"stopped {int(signal.SIGTERM)}"
+
+
+EARLY = r"""
+import os, signal, sys, time
+import twtrace.__main__  # what both entry points run first (run() is not called here)
+print("ready", flush=True)
+os.kill(os.getpid(), getattr(signal, sys.argv[1]))  # as if it came during an import
+time.sleep(10)
+print("not reached", flush=True)
+"""
+
+
+@pytest.mark.parametrize("name,signo", [("SIGINT", signal.SIGINT), ("SIGTERM", signal.SIGTERM)])
+def test_a_signal_before_any_twtrace_module_loaded_exits_quietly(name, signo):
+    p = subprocess.run([sys.executable, "-c", EARLY, name], capture_output=True, text=True,
+                       timeout=60)
+    assert p.stdout == "ready\n" and p.stderr == "" and p.returncode == 128 + signo
