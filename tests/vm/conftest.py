@@ -30,7 +30,8 @@ DEFAULT_CELL_ONLY_TESTS = {"test_sigkill_top_leaves_nothing",
                            "test_leftovers_of_a_killed_run_are_found_and_removed",
                            "test_events_through_a_perf_buffer",
                            "test_sigint_mid_record_leaves_a_complete_file",
-                           "test_interval_recording_lets_exited_tasks_go_after_one_listing"}
+                           "test_interval_recording_lets_exited_tasks_go_after_one_listing",
+                           "test_bad_cgroup_is_one_line"}
 
 
 def _cell_of(config):
