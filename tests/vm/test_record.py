@@ -299,10 +299,14 @@ def test_late_probed_callbacks_settle_at_batch_level(vm, tmp_path):
             lo, hi = c["queue_ns_bounds"]
             assert c["run_ns"] is None and c["queue_ns"] is None and 0 <= lo <= hi, c
     (task,) = [t for t in final(lines, "task") if t["tid"] == tid]
-    assert task["depth"] == 0 and task["adds"] == task["callbacks"] == len(of(lines, "add", tid))
-    # every item of the workload was seen queued: nothing is unmatched, and the
+    assert task["depth"] == 0 and task["adds"] == len(of(lines, "add", tid))
+    assert task["callbacks"] - task["unmatched"] == task["adds"]
+    # every item of the workload was seen queued: an unmatched callback can only
+    # be an interrupt's add the kernel skipped and counted (6.12's tick queueing
+    # task_mm_cid_work inside twtrace's add program), never a close; and the
     # maximum depth counts only items that had not run: a round's K at once
-    assert lines[-1]["unmatched"] == 0 and task["unmatched"] == 0
+    assert not [c for c in cbs if not c["matched"]]
+    assert lines[-1]["unmatched"] == task["unmatched"] <= (lines[-1]["skipped_runs"] or 0)
     other = len([a for a in of(lines, "add", tid) if a["func"] != "____fput"])
     assert K <= task["max_depth"] <= K + other
 
