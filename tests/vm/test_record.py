@@ -306,7 +306,7 @@ def test_late_probed_callbacks_settle_at_batch_level(vm, tmp_path):
     # task_mm_cid_work inside twtrace's add program), never a close; and the
     # maximum depth counts only items that had not run: a round's K at once
     assert not [c for c in cbs if not c["matched"]]
-    assert lines[-1]["unmatched"] == task["unmatched"] <= (lines[-1]["skipped_runs"] or 0)
+    assert task["unmatched"] <= lines[-1]["unmatched"] <= (lines[-1]["skipped_runs"] or 0)
     other = len([a for a in of(lines, "add", tid) if a["func"] != "____fput"])
     assert K <= task["max_depth"] <= K + other
 
