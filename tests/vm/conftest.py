@@ -23,6 +23,7 @@ VM_TEST_TIMEOUT = float(os.environ.get("TWTRACE_VM_TEST_TIMEOUT", "900"))
 DEFAULT_CELL_ONLY = {"test_vm_signals.py", "test_startup_signals.py", "test_serve.py",
                      "test_record_safety.py"}
 SMP_CELL_TESTS = {"test_busy.py", "test_sigkill.py"}
+SMP_CELL_ONE_TESTS = {"test_two_cgroups_counted_exactly"}  # and these, from other files
 # Tests whose subject is user space (signals, the perf-buffer fallback that no
 # cell's kernel needs) or that repeat another test's kernel facts (leftover
 # probes are the same text-interface lines as after a killed record).
@@ -50,7 +51,7 @@ def _belongs(cell, item) -> bool:
     if item.originalname in DEFAULT_CELL_ONLY_TESTS:
         return False
     if cell.cpus > 1:
-        return name in SMP_CELL_TESTS
+        return name in SMP_CELL_TESTS or item.originalname in SMP_CELL_ONE_TESTS
     return name not in DEFAULT_CELL_ONLY
 
 
