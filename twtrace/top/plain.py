@@ -69,18 +69,20 @@ def _snapshot(state: TopState) -> Dict[str, Any]:
     return snap
 
 
+def _shown(state: TopState) -> List[Tuple[Dict[str, Any], Optional[Row]]]:
+    """The task and func lines the view's filters pass, each with its row."""
+    cur = state.cur
+    tasks, funcs = state.rows[TASKS], state.rows[FUNCS]
+    out = [(x, tasks.get(x["tid"])) for x in cur.tasks if state.filters.task_ok(x)]
+    return out + [(x, funcs.get(x["func"])) for x in cur.funcs if state.filters.func_ok(x)]
+
+
 def json_group(state: TopState) -> List[Dict[str, Any]]:
     """The current snapshot group, filtered as the view is, with rates."""
-    cur, t = state.cur, state.totals
-    if cur is None:
+    if state.cur is None:
         return []
-    out: List[Dict[str, Any]] = [_snapshot(state)]
-    tasks, funcs = state.rows[TASKS], state.rows[FUNCS]
-    out += [dict(x, **_rates(tasks.get(x["tid"]), t.dt_ns))
-            for x in cur.tasks if state.filters.task_ok(x)]
-    out += [dict(x, **_rates(funcs.get(x["func"]), t.dt_ns))
-            for x in cur.funcs if state.filters.func_ok(x)]
-    return out
+    dt = state.totals.dt_ns
+    return [_snapshot(state)] + [dict(x, **_rates(row, dt)) for x, row in _shown(state)]
 
 
 def _dumps(obj: Any) -> str:
@@ -88,36 +90,32 @@ def _dumps(obj: Any) -> str:
 
 
 def json_text(state: TopState) -> str:
-    return "".join(_dumps(line) + "\n" for line in json_group(state))
+    return JsonLines().text(state)
 
 
 class JsonLines:
-    """json_text() for a live view, the same text, cheaper: a task or func
-    line that did not change since the last tick is the same object
-    (Snapshotter's cache), so its encoding is kept and only its rates are
-    encoded again.  On a host with thousands of mostly idle threads that
-    is most of a tick's work."""
+    """`top --json`'s text of each group (json_group's lines, encoded).  Kept
+    across ticks: a task or func line that did not change since the last tick
+    is the same object (Snapshotter's cache), so its encoding is kept and only
+    its rates are encoded again.  On a host with thousands of mostly idle
+    threads that is most of a tick's work."""
 
     def __init__(self) -> None:
         self._cache: Dict[int, Tuple[Dict[str, Any], str]] = {}
 
     def text(self, state: TopState) -> str:
-        cur, t = state.cur, state.totals
-        if cur is None:
+        if state.cur is None:
             return ""
         out = [_dumps(_snapshot(state)) + "\n"]
         cache: Dict[int, Tuple[Dict[str, Any], str]] = {}
-        tasks, funcs = state.rows[TASKS], state.rows[FUNCS]
-        shown = [(x, tasks.get(x["tid"])) for x in cur.tasks if state.filters.task_ok(x)]
-        shown += [(x, funcs.get(x["func"])) for x in cur.funcs if state.filters.func_ok(x)]
         tails: Dict[Tuple, str] = {}  # most rows share "no change" rates
-        for line, row in shown:
+        for line, row in _shown(state):
             hit = self._cache.get(id(line))
             body = hit[1] if hit is not None and hit[0] is line else _dumps(line)[:-1]
             cache[id(line)] = (line, body)  # holding the line keeps its id unique
             rk = (row.adds_s, row.cb_s) if row is not None else None
             if rk not in tails:
-                rates = _rates(row, t.dt_ns)
+                rates = _rates(row, state.totals.dt_ns)
                 tails[rk] = "," + _dumps(rates)[1:] if rates else "}"
             out.append(body + tails[rk] + "\n")
         self._cache = cache
