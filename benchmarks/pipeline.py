@@ -114,11 +114,23 @@ def run(forks: int, ticks: int, idle: int) -> List[float]:
     return out
 
 
+def _count(least: int):
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            n = least - 1
+        if n < least:
+            raise argparse.ArgumentTypeError(f"needs a whole number >= {least}, not {text!r}")
+        return n
+    return parse
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python3 -m benchmarks.pipeline")
-    ap.add_argument("--forks", type=int, default=46, help="children per tick (default 46)")
-    ap.add_argument("--ticks", type=int, default=3000, help="ticks (default 3000)")
-    ap.add_argument("--idle", type=int, default=0, help="long-lived threads (default 0)")
+    ap.add_argument("--forks", type=_count(0), default=46, help="children per tick (default 46)")
+    ap.add_argument("--ticks", type=_count(10), default=3000, help="ticks (default 3000)")
+    ap.add_argument("--idle", type=_count(0), default=0, help="long-lived threads (default 0)")
     a = ap.parse_args(argv)
     per_tick = run(a.forks, a.ticks, a.idle)
     print("CPU per tick, ms, by tenth of the run: "

@@ -187,3 +187,11 @@ def test_pipeline_benchmark_runs_and_reports_each_tenth():
     from benchmarks import pipeline
     per_tick = pipeline.run(forks=5, ticks=20, idle=100)
     assert len(per_tick) == 10 and all(x > 0 for x in per_tick)
+
+
+@pytest.mark.parametrize("args", [["--ticks", "0"], ["--forks", "-1"], ["--idle", "x"]])
+def test_pipeline_benchmark_refuses_bad_counts(args, capsys):
+    from benchmarks import pipeline
+    with pytest.raises(SystemExit) as e:
+        pipeline.main(args)
+    assert e.value.code == 2 and "needs a whole number" in capsys.readouterr().err
