@@ -14,8 +14,9 @@ MOUNT = ("grep -q ' cgroup2 ' /proc/mounts || mount -t cgroup2 none /sys/fs/cgro
 
 
 def workload(cg_dir, truth):
-    """Moves itself into cg_dir, then becomes the workload (same pid)."""
-    return (f"sh -c 'echo $$ > {cg_dir}/cgroup.procs; exec python3 examples/close_batch.py "
+    """Moves itself into cg_dir, then becomes the workload (same pid); a
+    failed move fails it."""
+    return (f"sh -c 'echo $$ > {cg_dir}/cgroup.procs || exit 97; exec python3 examples/close_batch.py "
             f"--files {FILES} --rounds {ROUNDS} --out {truth}'")
 
 
@@ -36,10 +37,14 @@ def run(cg, name, dirs, filters=(), make=""):
     vm, tmp, mnt = cg
     out = tmp / f"{name}.jsonl"
     truths = [tmp / f"{name}-{d.replace('/', '_')}.json" for d in dirs]
-    both = " & ".join(workload(f"{mnt}/tw/{d}", t) for d, t in zip(dirs, truths))
+    # make runs to its end first ("a && b & c" would run c beside a), and
+    # each workload's exit status is checked.
+    starts = "".join(f"{workload(f'{mnt}/tw/{d}', t)} & p{i}=$!; "
+                     for i, (d, t) in enumerate(zip(dirs, truths)))
+    waits = " && ".join(f"wait $p{i}" for i in range(len(dirs)))
     args = [x for f in filters for x in ("--cgroup", f)]
     vm.run(["twtrace", "record", "--events", *args, "-o", str(out), "--",
-            "sh", "-c", f"{make}{both} & wait"], timeout=600).check()
+            "sh", "-ec", f"{make}{starts}{waits}"], timeout=600).check()
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     for line in lines:
         validate_line(line)
@@ -91,7 +96,7 @@ def test_filter_parent_keeps_both_children(cg):
     # /tw/p/x and /tw/p/y are made after tracing began: the kernel adds them.
     mnt = cg[2]
     lines, truths = run(cg, "parent", ["p/x", "p/y"], ["/tw/p"],
-                        make=f"mkdir {mnt}/tw/p/x {mnt}/tw/p/y && ")
+                        make=f"mkdir {mnt}/tw/p/x {mnt}/tw/p/y; ")
     check_exact(lines, truths)
     assert {x["cgroup"] for x in final_tasks(lines).values()} <= {"/tw/p/x", "/tw/p/y"}
 
