@@ -84,21 +84,28 @@ def test_two_cgroups_counted_exactly(cg):
     assert len(tids) == 2
 
 
-def test_filter_one_cgroup_keeps_only_it(cg):
-    lines, truths = run(cg, "one", ["a", "b"], [f"{cg[2]}/tw/a"])
+@pytest.fixture(scope="module")
+def filtered(cg):
+    """One recording filtered to /tw/a and /tw/p, with workloads in /tw/a,
+    /tw/b and in /tw/p/x and /tw/p/y, which are made after tracing began
+    (the kernel adds them to the filter)."""
+    mnt = cg[2]
+    return run(cg, "filtered", ["a", "b", "p/x", "p/y"], [f"{mnt}/tw/a", f"{mnt}/tw/p"],
+               make=f"mkdir {mnt}/tw/p/x {mnt}/tw/p/y; ")
+
+
+def test_filter_one_cgroup_keeps_only_it(filtered):
+    lines, truths = filtered
     check_exact(lines, {"/tw/a": truths["/tw/a"]})
     b = truths["/tw/b"]["tid"]
     assert not [x for x in lines if x.get("tid") == b and x["type"] in ("add", "task")]
-    assert {x["cgroup"] for x in final_tasks(lines).values()} == {"/tw/a"}
+    assert not [x for x in lines if "/tw/b" in (x.get("cgroup"), x.get("adder_cgroup"))]
 
 
-def test_filter_parent_keeps_both_children(cg):
-    # /tw/p/x and /tw/p/y are made after tracing began: the kernel adds them.
-    mnt = cg[2]
-    lines, truths = run(cg, "parent", ["p/x", "p/y"], ["/tw/p"],
-                        make=f"mkdir {mnt}/tw/p/x {mnt}/tw/p/y; ")
-    check_exact(lines, truths)
-    assert {x["cgroup"] for x in final_tasks(lines).values()} <= {"/tw/p/x", "/tw/p/y"}
+def test_filter_parent_keeps_both_children(filtered):
+    lines, truths = filtered
+    check_exact(lines, {k: v for k, v in truths.items() if k.startswith("/tw/p/")})
+    assert {x["cgroup"] for x in final_tasks(lines).values()} == {"/tw/a", "/tw/p/x", "/tw/p/y"}
 
 
 def test_bad_cgroup_is_one_line(vm_session):
