@@ -69,22 +69,27 @@ class BTF:
 
     def _index(self) -> array:
         """Byte offset of every type, by id (id 0 is void); on the way, the
-        first struct of each name (by name offset)."""
+        first struct and the first function of each name (by name offset).
+        One pass over ~100k types: the hot loop of start-up's BTF use."""
         offs = array("Q", [0])
         self._structs: Dict[int, int] = {}
+        self._funcs: Dict[int, int] = {}
         unpack = struct.Struct(self.end + "III").unpack_from
+        fixed = [12 + _FIXED.get(k, 0) for k in range(32)]
+        per = [_PER_ENTRY.get(k, 0) for k in range(32)]
+        append, data = offs.append, self.data
         pos, end = self.types, self.types_end
         while pos < end:
             if pos + 12 > end:
                 raise BTFError("truncated type")
-            name_off, info, _ = unpack(self.data, pos)
-            kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
+            name_off, info, _ = unpack(data, pos)
+            kind = (info >> 24) & 0x1F
             if not INT <= kind <= ENUM64:
                 raise BTFError(f"kind {kind} is newer than this reader")
-            if kind == STRUCT and name_off:
-                self._structs.setdefault(name_off, len(offs))
-            offs.append(pos)
-            pos += 12 + _FIXED.get(kind, 0) + _PER_ENTRY.get(kind, 0) * vlen
+            if name_off and (kind == STRUCT or kind == FUNC):
+                (self._structs if kind == STRUCT else self._funcs).setdefault(name_off, len(offs))
+            append(pos)
+            pos += fixed[kind] + per[kind] * (info & 0xFFFF)
         if pos != end:
             raise BTFError("types overrun their section")
         return offs
@@ -120,13 +125,7 @@ class BTF:
     def find_func(self, name: str) -> Optional[int]:
         """Type id of the FUNC called name, or None."""
         at = self.data[self.strs:self.strs_end].find(b"\0" + name.encode() + b"\0")
-        if at < 0:
-            return None
-        for tid in range(1, len(self.offsets)):
-            name_off, kind, _kf, _vlen, _ = self.type(tid)
-            if kind == FUNC and name_off == at + 1:
-                return tid
-        return None
+        return self._funcs.get(at + 1) if at >= 0 else None
 
     def size_of(self, tid: int, depth: int = 0) -> int:
         if depth > 32:
@@ -170,11 +169,30 @@ class BTF:
         raise BTFError("type chain too long")
 
 
+_parsed: list = []  # [(data, BTF)]: the last one parsed
+
+
+def parse(data: bytes) -> BTF:
+    """BTF(data), parsed once per process for the same bytes: doctor's
+    fentry trial and the loader's offsets both read the kernel's BTF at
+    start-up, and a parse takes seconds in an emulated guest."""
+    if _parsed and _parsed[0][0] == data:
+        return _parsed[0][1]
+    b = BTF(data)
+    _parsed[:] = [(data, b)]
+    return b
+
+
+def forget() -> None:
+    """Drops the parse kept by parse() (megabytes) once start-up is done."""
+    _parsed.clear()
+
+
 def offsets_from(data: bytes, fields=None) -> Dict[Tuple[str, str], int]:
     """Byte offset of each (struct, field) of fields (default FIELDS); raises
     BTFError unless every one is found, byte aligned and of the expected size."""
     fields = FIELDS if fields is None else fields
-    btf = BTF(data)
+    btf = parse(data)
     ids = btf.find_structs({st for st, _ in fields})
     found: Dict[Tuple[str, str], int] = {}
     for st, tid in ids.items():

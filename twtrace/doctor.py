@@ -306,7 +306,7 @@ def probe_bcc(host: Host) -> BccInfo:
 def btf_func_id(data: bytes, name: str) -> Optional[int]:
     """Type id of the FUNC called `name` in raw BTF, or None."""
     try:
-        return btf.BTF(data).find_func(name)
+        return btf.parse(data).find_func(name)
     except btf.BTFError:
         return None
 

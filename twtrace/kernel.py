@@ -31,23 +31,19 @@ class Kallsyms:
     """Text symbols of the running kernel: name -> address and back."""
 
     def __init__(self, pairs: List[tuple]):
-        self.by_name: Dict[str, int] = {}
-        for addr, name in pairs:
-            self.by_name.setdefault(name, addr)
-        self.addrs = sorted((a, n) for a, n in pairs)
+        # the first address of a name wins (reversed: later ones are overwritten)
+        self.by_name: Dict[str, int] = {n: a for a, n in reversed(pairs)}
+        self.addrs = sorted(pairs)
         self._keys = [a for a, _ in self.addrs]
+
+    # A text (or weak) symbol line: "ADDR T name" (modules add "\t[mod]").
+    _TEXT = re.compile(r"^([0-9a-fA-F]+) [tTwW] (\S+)", re.M)
 
     @classmethod
     def parse(cls, text: str) -> "Kallsyms":
-        pairs = []
-        for line in text.splitlines():
-            parts = line.split()
-            if len(parts) < 3 or parts[1] not in "tTwW":
-                continue
-            addr = int(parts[0], 16)
-            if addr:
-                pairs.append((addr, parts[2]))
-        return cls(pairs)
+        # One regex pass instead of splitting ~200k lines: seconds, emulated.
+        return cls([(a, n) for a, n in ((int(h, 16), n) for h, n in cls._TEXT.findall(text))
+                    if a])
 
     @classmethod
     def load(cls, path: str = KALLSYMS) -> "Kallsyms":

@@ -38,11 +38,13 @@ KNOWN_CALLBACKS = (
 # (io_uring's request handlers, io_req_task_submit and the like, are called
 # by tctx_task_work from its own list; they are not task_work callbacks.)
 
-# Of those, the ones in vmlinux on every kernel twtrace supports: probed with
-# fentry/fexit (cheaper than a kprobe pair) where the probe mode is fentry.
-FENTRY_CALLBACKS = ("____fput", "__cleanup_mnt", "tctx_task_work", "task_mm_cid_work",
-                    "posix_cpu_timers_work", "task_numa_work", "key_change_session_keyring",
-                    "create_worker_cb", "create_worker_cont")
+# Of those, the frequent ones (every close, io_uring completions, the tick's
+# mm and NUMA scans): probed with fentry/fexit, cheaper per call than a kprobe
+# pair, where the probe mode is fentry.  Each costs its own copy of the
+# callback code to compile (bcc cannot share one between programs): about 3 s
+# of a 20 s compile, emulated.  The rare ones (umounts, CPU timers, keyrings,
+# io-wq workers) take kprobes, whose one program serves every function.
+FENTRY_CALLBACKS = ("____fput", "tctx_task_work", "task_mm_cid_work", "task_numa_work")
 
 POLL_BUDGET = 4096  # events handled per poll at most
 RET_INSTANCES = 256  # threads that can be inside task_work_run or one callback at once
@@ -312,6 +314,7 @@ class Loader:
             self.bpf = self._compile_best(fentry=False)
             f.probe_mode = "kprobe"
             self._attach_kprobes()
+        btf.forget()
         self._drainer = drainer.Drainer(self.bpf, stacks=self.cfg.stacks)
         self._seed_filters()
         self._attach_cancel()
