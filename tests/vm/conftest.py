@@ -37,6 +37,12 @@ DEFAULT_CELL_ONLY_TESTS = {"test_sigkill_top_leaves_nothing",
                            "test_kprobes_count_close_range_exactly"}
 
 
+# What a killed run leaves behind depends on bcc's version and the kernel's
+# kprobe interface, not on the machine: arm64 cells have x86-64 twins with
+# the same kernel and bcc (6.1 / 0.26 and 6.12 / 0.31).
+X86_64_ONLY_TESTS = {"test_sigkill_record_leaves_nothing"}
+
+
 def _cell_of(config):
     try:
         return cells.find_cell(config.getoption("--vm-kernel"), config.getoption("--vm-arch"))
@@ -51,6 +57,8 @@ def _belongs(cell, item) -> bool:
     if cell.name == cells.DEFAULT_CELL:
         return True
     if item.originalname in DEFAULT_CELL_ONLY_TESTS:
+        return False
+    if item.originalname in X86_64_ONLY_TESTS and cell.arch != "amd64":
         return False
     if cell.cpus > 1:
         return name in SMP_CELL_TESTS or item.originalname in SMP_CELL_ONE_TESTS
