@@ -238,6 +238,12 @@ def _lockdown(host: Host, config: Optional[Dict[str, str]]) -> Tuple[Optional[st
 
 
 def _ksyms(host: Host) -> Optional[Set[str]]:
+    if host.root == "/":  # the live host: the loader parses the same text anyway
+        from twtrace.kernel import Kallsyms
+
+        syms = Kallsyms.load()
+        if syms.addrs:  # (empty when kptr_restrict hides the addresses)
+            return {n for n in KSYMS_OF_INTEREST if n in syms}
     text = kallsyms_text() if host.root == "/" else host.read("/proc/kallsyms")
     if not text:
         return None
@@ -296,7 +302,9 @@ def probe_bcc(host: Host) -> BccInfo:
     info.importable = True
     info.version = getattr(bcc, "__version__", None)
     try:
-        info.support_kfunc = bool(BPF.support_kfunc())
+        from twtrace.loader import bcc_support_kfunc
+
+        info.support_kfunc = bcc_support_kfunc()
     except Exception:
         info.support_kfunc = None
     return info

@@ -28,27 +28,35 @@ def kallsyms_text(path: str = KALLSYMS) -> Optional[str]:
 
 
 class Kallsyms:
-    """Text symbols of the running kernel: name -> address and back."""
+    """Text symbols of the running kernel: name -> address and back, and
+    which of them are vmlinux's own (not a module's)."""
 
-    def __init__(self, pairs: List[tuple]):
+    def __init__(self, pairs: List[tuple], vmlinux: Optional[set] = None):
         # the first address of a name wins (reversed: later ones are overwritten)
         self.by_name: Dict[str, int] = {n: a for a, n in reversed(pairs)}
         self.addrs = sorted(pairs)
         self._keys = [a for a, _ in self.addrs]
+        self.vmlinux = vmlinux if vmlinux is not None else set(self.by_name)
 
-    # A text (or weak) symbol line: "ADDR T name" (modules add "\t[mod]").
-    _TEXT = re.compile(r"^([0-9a-fA-F]+) [tTwW] (\S+)", re.M)
+    # A text (or weak) symbol line: "ADDR T name", "\t[mod]" after a module's.
+    _TEXT = re.compile(r"^([0-9a-fA-F]+) ([tTwW]) (\S+)(\t?)", re.M)
+    _parsed: Dict[str, "Kallsyms"] = {}
 
     @classmethod
     def parse(cls, text: str) -> "Kallsyms":
         # One regex pass instead of splitting ~200k lines: seconds, emulated.
-        return cls([(a, n) for a, n in ((int(h, 16), n) for h, n in cls._TEXT.findall(text))
-                    if a])
+        found = cls._TEXT.findall(text)
+        vmlinux = {n for _h, k, n, mod in found if not mod and k in "tT"}
+        return cls([(a, n) for a, n in ((int(h, 16), n) for h, _k, n, _m in found) if a],
+                   vmlinux)
 
     @classmethod
     def load(cls, path: str = KALLSYMS) -> "Kallsyms":
-        text = kallsyms_text(path)
-        return cls.parse(text) if text else cls([])
+        """Parsed once per process (start-up asks for it several ways)."""
+        if path not in cls._parsed:
+            text = kallsyms_text(path)
+            cls._parsed[path] = cls.parse(text) if text else cls([])
+        return cls._parsed[path]
 
     def __contains__(self, name: str) -> bool:
         return name in self.by_name
@@ -202,7 +210,13 @@ def symbol_addr(name: str, path: str = KALLSYMS) -> Optional[int]:
 def vmlinux_symbols(path: str = KALLSYMS) -> set:
     """Names of text symbols of vmlinux itself (not modules): what a
     KFUNC_PROBE without a module can attach to."""
-    return set(re.findall(r"^\S+ [tT] (\S+)$", kallsyms_text(path) or "", re.M))
+    return Kallsyms.load(path).vmlinux
+
+
+def forget_kallsyms() -> None:
+    """Drops the kallsyms text (megabytes) once start-up is done; the parsed
+    symbols stay (callback names, stacks)."""
+    _kallsyms_cache.clear()
 
 
 def preemption_model(cmdline: Optional[str] = None, config: Optional[str] = None,

@@ -16,7 +16,7 @@ from twtrace.errors import UserError
 from twtrace.kernel import (BpfStats, Kallsyms, kernel_headers_dir, preemption_model,
                             kprobe_skips_counted, prog_recursion_guard, prog_run_stats,
                             prog_skipped_runs,
-                            symbol_addr, vmlinux_symbols)
+                            symbol_addr, vmlinux_symbols, forget_kallsyms)
 from twtrace import btf, drain as drainer
 
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
@@ -65,6 +65,17 @@ def import_bcc():
                         "(Debian/Ubuntu: apt-get install python3-bpfcc; Fedora: dnf install "
                         "python3-bcc) and run twtrace with that Python (scripts/setup does this)")
     return bcc
+
+
+_kfunc_answer: list = []
+
+
+def bcc_support_kfunc() -> bool:
+    """bcc's BPF.support_kfunc(), asked once per process: it reads kallsyms
+    itself (over a second, emulated), and doctor's pre-check asks it too."""
+    if not _kfunc_answer:
+        _kfunc_answer.append(bool(import_bcc().BPF.support_kfunc()))
+    return _kfunc_answer[0]
 
 
 def late_probes() -> bool:
@@ -315,6 +326,7 @@ class Loader:
             f.probe_mode = "kprobe"
             self._attach_kprobes()
         btf.forget()
+        forget_kallsyms()
         self._drainer = drainer.Drainer(self.bpf, stacks=self.cfg.stacks)
         self._seed_filters()
         self._attach_cancel()
@@ -374,7 +386,7 @@ class Loader:
     def _kfunc_supported(self):
         bcc = import_bcc()
         try:
-            if not bcc.BPF.support_kfunc():
+            if not bcc_support_kfunc():
                 # bcc decides (BTF, trampoline symbol, and x86-64 only): say so plainly.
                 return False, (f"fentry/fexit unavailable here: bcc "
                                f"{getattr(bcc, '__version__', '?')} reports no support for them "
