@@ -38,13 +38,15 @@ KNOWN_CALLBACKS = (
 # (io_uring's request handlers, io_req_task_submit and the like, are called
 # by tctx_task_work from its own list; they are not task_work callbacks.)
 
-# Of those, the frequent ones (every close, io_uring completions, the tick's
-# mm and NUMA scans): probed with fentry/fexit, cheaper per call than a kprobe
-# pair, where the probe mode is fentry.  Each costs its own copy of the
-# callback code to compile (bcc cannot share one between programs): about 3 s
-# of a 20 s compile, emulated.  The rare ones (umounts, CPU timers, keyrings,
-# io-wq workers) take kprobes, whose one program serves every function.
-FENTRY_CALLBACKS = ("____fput", "tctx_task_work", "task_mm_cid_work", "task_numa_work")
+# Of those, the ones queued by ordinary syscalls at any rate (every close of
+# a file, io_uring completions): probed with fentry/fexit, cheaper per call
+# than a kprobe pair, where the probe mode is fentry.  Each costs its own
+# copy of the callback code to compile (bcc cannot share one between
+# programs): about 3.4 s on top of a 20 s compile, emulated.  The others
+# (the tick's mm and NUMA scans, at most a few per task per second; umounts,
+# CPU timers, keyrings, io-wq workers) take kprobes, whose one program
+# serves every function.
+FENTRY_CALLBACKS = ("____fput", "tctx_task_work")
 
 POLL_BUDGET = 4096  # events handled per poll at most
 RET_INSTANCES = 256  # threads that can be inside task_work_run or one callback at once
