@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import sys
 from typing import Any, BinaryIO, Iterator, Tuple
@@ -80,6 +81,11 @@ def _parse_constant(name: str) -> Any:
 
 _DECODER = json.JSONDecoder(parse_int=_parse_int, parse_float=_parse_float,
                             parse_constant=_parse_constant)
+# A line with no run of MAX_DIGITS digits has only integers of 19 digits or
+# fewer, all inside the 64-bit range: it is parsed without a Python call per
+# integer (a third of the time of reading an --events recording).
+_FAST = json.JSONDecoder(parse_float=_parse_float, parse_constant=_parse_constant)
+_LONG_NUMBER = re.compile(r"\d{%d}" % MAX_DIGITS)
 
 
 def _depth(obj: Any, limit: int) -> int:
@@ -98,7 +104,7 @@ def _depth(obj: Any, limit: int) -> int:
 def loads(text: str) -> Any:
     """json.loads with the bounds above; raises LineError or ValueError."""
     try:
-        obj = _DECODER.decode(text)
+        obj = (_DECODER if _LONG_NUMBER.search(text) else _FAST).decode(text)
     except RecursionError:
         raise LineError(f"nested deeper than {MAX_DEPTH} levels") from None
     # Counting brackets is cheap; walking the object only when there are many.
