@@ -217,6 +217,10 @@ def main(argv=None) -> int:
                 print("\n".join(f"  {r.cell.name}| {l}" for l in tail), flush=True)
 
     lanes = [threading.Thread(target=lane, daemon=True) for _ in range(max(1, args.jobs))]
+    # A supervisor's SIGTERM (CI's time limit) stops the cells as Ctrl-C does:
+    # each runs in its own session, which would outlive the matrix otherwise.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.default_int_handler)
     try:
         for t in lanes:
             t.start()
