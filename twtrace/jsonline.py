@@ -81,11 +81,12 @@ def _parse_constant(name: str) -> Any:
 
 _DECODER = json.JSONDecoder(parse_int=_parse_int, parse_float=_parse_float,
                             parse_constant=_parse_constant)
-# A line with no run of MAX_DIGITS digits has only integers of 19 digits or
-# fewer, all inside the 64-bit range: it is parsed without a Python call per
-# integer (a third of the time of reading an --events recording).
+# A line with no run of 19 digits has only integers of 18 digits or fewer,
+# all inside the signed and unsigned 64-bit ranges: it is parsed without a
+# Python call per integer (a third of the time of reading an --events
+# recording).  Real lines hold no such run: addresses are strings.
 _FAST = json.JSONDecoder(parse_float=_parse_float, parse_constant=_parse_constant)
-_LONG_NUMBER = re.compile(r"\d{%d}" % MAX_DIGITS)
+_LONG_NUMBER = re.compile(r"\d{%d}" % (MAX_DIGITS - 1))
 
 
 def _depth(obj: Any, limit: int) -> int:

@@ -107,3 +107,15 @@ def test_ctrl_c_in_the_first_second_is_quiet(delay):
     # down (quiet, as asked; seen only under heavy load).
     finished = "no such file" in err
     assert p.returncode in (130, -2) or (finished and p.returncode == 2), (p.returncode, err)
+
+
+@pytest.mark.parametrize("value", [2 ** 64, -(2 ** 63) - 1, -(10 ** 19) + 1, 10 ** 20])
+def test_numbers_just_outside_64_bits_are_refused(value):
+    """Lines without a long digit run take a faster parse; the bounds hold
+    on both paths, at the edges of the signed and unsigned ranges."""
+    from twtrace import jsonline
+
+    with pytest.raises(jsonline.LineError):
+        jsonline.loads('{"type": "add", "ts_ns": %d}' % value)
+    for ok in (2 ** 64 - 1, -(2 ** 63), 10 ** 19, 10 ** 18 - 1, -(10 ** 18) + 1):
+        assert jsonline.loads('{"n": %d}' % ok) == {"n": ok}
