@@ -4,7 +4,7 @@ from __future__ import annotations
 import signal
 import sys
 
-from twtrace.signals import quiet_exit
+from twtrace.signals import check_pending, quiet_exit
 
 # First, before the slow imports: Ctrl-C or SIGTERM now exits quietly.
 for _sig in (signal.SIGINT, signal.SIGTERM):
@@ -217,6 +217,7 @@ def main() -> None:
     # The imports are done: Ctrl-C is KeyboardInterrupt again (top, vm and
     # record install their own handlers where they need more).
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    check_pending()
     try:
         rc = app(standalone_mode=False)
     except UserError as e:

@@ -28,15 +28,30 @@ class Interrupted(SystemExit):
         self.signum = signum
 
 
+# A raise from a signal handler can land inside a callback whose exceptions
+# Python only prints ("Exception ignored in ..."; importlib's module-lock
+# callbacks, finalizers): the signal is then remembered here and acted on at
+# the next check (end of imports, Stop(), end of start-up).
+_pending: list = []
+
+
 def quiet_exit(signum, frame):
     """Until a command installs its own: a signal during imports exits quietly."""
+    _pending.append(signum)
     raise Interrupted(signum)
+
+
+def check_pending() -> None:
+    """Raise the Interrupted of a signal whose first raise was swallowed."""
+    if _pending:
+        raise Interrupted(_pending[0])
 
 
 class Stop:
     """SIGINT/SIGTERM: abort while starting; afterwards a flag (truthy once hit)."""
 
     def __init__(self, on_abort: Optional[Callable[[], None]] = None):
+        check_pending()
         self.signal: Optional[int] = None
         self.on_abort = on_abort or (lambda: None)
         self._starting = True
@@ -80,11 +95,15 @@ class Stop:
                 os._exit(128 + signum)
 
     def running(self) -> None:
-        """Start-up is over: from now on a signal only sets the flag."""
+        """Start-up is over: from now on a signal only sets the flag.  A
+        signal that came while starting, but whose raise was swallowed, ends
+        start-up here, as it would have."""
         with self._lock:
             self._starting = False
         signal.set_wakeup_fd(self._old_wakeup)
         os.close(self._wakeup[1])  # the watcher reads EOF and ends
+        if self._raised:
+            raise Interrupted(self.signal)
 
     def restore(self) -> None:
         """Give the signals back to the handlers before us (e.g. top's own)."""

@@ -86,3 +86,40 @@ def test_a_signal_before_any_twtrace_module_loaded_exits_quietly(name, signo):
     p = subprocess.run([sys.executable, "-c", EARLY, name], capture_output=True, text=True,
                        timeout=60)
     assert p.stdout == "ready\n" and p.stderr == "" and p.returncode == 128 + signo
+
+
+def test_a_swallowed_raise_during_imports_is_acted_on_at_the_next_check():
+    """quiet_exit's raise can land in a callback whose exception Python only
+    prints (importlib's module-lock callbacks): the signal is not lost."""
+    from twtrace import signals
+
+    try:
+        try:
+            signals.quiet_exit(signal.SIGTERM, None)
+        except signals.Interrupted:
+            pass  # what "Exception ignored in ..." amounts to
+        with pytest.raises(signals.Interrupted) as e:
+            signals.Stop()
+        assert e.value.code == 143
+        with pytest.raises(signals.Interrupted):
+            signals.check_pending()
+    finally:
+        signals._pending.clear()
+    signals.check_pending()  # nothing pending: no raise
+
+
+def test_a_swallowed_raise_during_start_up_ends_it_when_start_up_is_over():
+    from twtrace import signals
+
+    stop = signals.Stop()
+    try:
+        try:
+            stop._handle(signal.SIGINT, None)
+        except signals.Interrupted:
+            pass  # swallowed, as above: start-up went on
+        with pytest.raises(signals.Interrupted) as e:
+            stop.running()
+        assert e.value.code == 130
+    finally:
+        for s, old in stop._old.items():
+            signal.signal(s, old)
