@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import re
 import threading
@@ -69,15 +70,11 @@ def import_bcc():
     return bcc
 
 
-_kfunc_answer: list = []
-
-
+@functools.lru_cache(maxsize=None)
 def bcc_support_kfunc() -> bool:
     """bcc's BPF.support_kfunc(), asked once per process: it reads kallsyms
     itself (over a second, emulated), and doctor's pre-check asks it too."""
-    if not _kfunc_answer:
-        _kfunc_answer.append(bool(import_bcc().BPF.support_kfunc()))
-    return _kfunc_answer[0]
+    return bool(import_bcc().BPF.support_kfunc())
 
 
 def late_probes() -> bool:
