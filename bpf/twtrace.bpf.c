@@ -13,8 +13,8 @@
  *   TW_WORK_EXITED address of the kernel's work_exited sentinel, when known
  *
  * The design, in short:
- * - Nothing is counted until user space opens the window (control.on),
- *   after the last probe is attached.
+ * - Only program runs whose clock is inside the window [start_ns, end_ns)
+ *   count; user space opens it after the last probe is attached.
  * - Each add is accounted in one program, at task_work_add's entry: an add
  *   can only fail on a target whose task_works is already the exit
  *   sentinel, which is read there.  One program means no half-seen add when
@@ -205,12 +205,15 @@ static __always_inline void stat_add(u32 slot, u64 n)
 }
 #define stat_inc(slot) stat_add(slot, 1)
 
-/* The window and the generation; NULL until user space opens the window. */
-static __always_inline struct tw_ctl *window(void)
+/* The control entry when `now` is inside the window, else NULL.  Every
+ * program reads its clock before the entry: user space writes each edge
+ * before the edge's instant comes, so a run whose clock is past an edge
+ * finds that edge written, on every CPU. */
+static __always_inline struct tw_ctl *window(u64 now)
 {
 	u32 z = 0;
 	struct tw_ctl *c = control.lookup(&z);
-	if (!c || !c->on)
+	if (!c || now < c->start_ns || now >= c->end_ns)
 		return 0;
 	return c;
 }
@@ -483,14 +486,14 @@ static __always_inline s32 take_stack(void *ctx, u32 gen, u64 func)
 static __always_inline int add_entry(void *ctx, struct task_struct *task,
 				     struct callback_head *work, u32 notify)
 {
-	struct tw_ctl *c = window();
+	u64 now = bpf_ktime_get_ns();
+	struct tw_ctl *c = window(now);
 	if (!c)
 		return 0;
 	u32 gen = c->gen;
 	struct tstate *s = state_of(task);
 	if (!s || !s->traced)
 		return 0;
-	u64 now = bpf_ktime_get_ns();
 	u64 w = (u64)work, func = 0;
 	/* Safe: the item cannot have run before it is queued. */
 	bpf_probe_read_kernel(&func, sizeof(func), &work->func);
@@ -562,12 +565,12 @@ static __always_inline void cb_event(void *ctx, struct tstate *s, struct cb_call
 
 static __always_inline int run_entry(void *ctx)
 {
-	if (!window())
+	u64 now = bpf_ktime_get_ns();
+	if (!window(now))
 		return 0;
 	struct tstate *s = current_state();
 	if (!s || !s->traced)
 		return 0;
-	u64 now = bpf_ktime_get_ns();
 	u32 l = s->level;
 	/* task_work_run nests only inside a callback.  With none running at the
 	 * current level, earlier returns were missed (a return probe out of
@@ -603,7 +606,8 @@ static __always_inline int run_entry(void *ctx)
 
 static __always_inline int run_return(void *ctx)
 {
-	if (!window())
+	u64 now = bpf_ktime_get_ns();
+	if (!window(now))
 		return 0;
 	u64 key = bpf_get_current_task();
 	struct tstate *s = tasks.lookup(&key);
@@ -626,7 +630,7 @@ static __always_inline int run_return(void *ctx)
 #ifdef TW_EVENTS
 		if (lv->count) {
 			struct tw_event ev = {.kind = TW_EV_RUN, .ts = lv->ts,
-					      .dur_ns = bpf_ktime_get_ns() - lv->ts, .tid = s->tid,
+					      .dur_ns = now - lv->ts, .tid = s->tid,
 					      .pid = s->pid, .gen = s->gen, .count = lv->count};
 			__builtin_memcpy(ev.comm, s->comm, TW_COMM_LEN);
 			emit(ctx, &ev);
@@ -634,7 +638,7 @@ static __always_inline int run_return(void *ctx)
 #endif
 	}
 	if (l == 0)
-		s->last_run_end = bpf_ktime_get_ns();
+		s->last_run_end = now;
 	return 0;
 }
 
@@ -653,7 +657,8 @@ static __always_inline struct run_level *current_level(struct tstate *s)
 
 static __always_inline int cb_begin(void *ctx, u64 work)
 {
-	struct tw_ctl *c = window();
+	u64 now = bpf_ktime_get_ns();
+	struct tw_ctl *c = window(now);
 	if (!c)
 		return 0;
 	u64 key = bpf_get_current_task();
@@ -673,7 +678,7 @@ static __always_inline int cb_begin(void *ctx, u64 work)
 	}
 	lv->cb_depth = 1;
 	u32 gen = c->gen;
-	struct cb_call cc = {.ts = bpf_ktime_get_ns(), .work = work};
+	struct cb_call cc = {.ts = now, .work = work};
 	u64 queue_ns = 0;
 	struct tw_item *it = inflight.lookup(&work);
 	if (it) {
@@ -712,7 +717,8 @@ static __always_inline int cb_begin(void *ctx, u64 work)
 
 static __always_inline int cb_end(void *ctx)
 {
-	struct tw_ctl *c = window();
+	u64 now = bpf_ktime_get_ns();
+	struct tw_ctl *c = window(now);
 	if (!c)
 		return 0;
 	u64 key = bpf_get_current_task();
@@ -724,7 +730,7 @@ static __always_inline int cb_end(void *ctx)
 		return 0;
 	lv->cb_depth = 0;
 	struct cb_call cc = lv->cb;
-	u64 run = bpf_ktime_get_ns() - cc.ts;
+	u64 run = now - cc.ts;
 	u32 gen = c->gen;
 	struct tw_agg *a = agg_of(gen, s, cc.func);
 	if (a) {
@@ -744,7 +750,7 @@ static __always_inline int cb_end(void *ctx)
 
 static __always_inline int cancel_entry(struct task_struct *task, u64 cb, u32 is_bool)
 {
-	if (!window())
+	if (!window(bpf_ktime_get_ns()))
 		return 0;
 	struct tstate *s = current_state();
 	if (!s)
@@ -772,7 +778,8 @@ int cancel_bool_entry(struct pt_regs *ctx)
 
 int cancel_return(struct pt_regs *ctx)
 {
-	struct tw_ctl *c = window();
+	u64 now = bpf_ktime_get_ns();
+	struct tw_ctl *c = window(now);
 	if (!c)
 		return 0;
 	u64 key = bpf_get_current_task();
@@ -813,7 +820,7 @@ int cancel_return(struct pt_regs *ctx)
 			__sync_fetch_and_add(&a->cancels_matched, 1);
 	}
 #ifdef TW_EVENTS
-	struct tw_event ev = {.kind = TW_EV_CANCEL, .ts = bpf_ktime_get_ns(), .work = work,
+	struct tw_event ev = {.kind = TW_EV_CANCEL, .ts = now, .work = work,
 			      .func = func, .tid = s->tid, .pid = s->pid, .gen = s->gen};
 	__builtin_memcpy(ev.comm, s->comm, TW_COMM_LEN);
 	emit(ctx, &ev);

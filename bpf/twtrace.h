@@ -46,11 +46,14 @@
 #define TW_CB_UNTIMED 2 /* ran unprobed: queue_ns..dur_ns bound the queue latency, no run time */
 #define TW_CB_NORUN 4   /* its return was not seen: no run time */
 
-/* The switch user space flips once every probe is attached, and the
- * generation of the drained maps that programs write to. */
+/* The window on bpf_ktime_get_ns() (all zero: closed), set by user space
+ * once every probe is attached, and the generation of the drained maps
+ * that programs write to. */
 struct tw_ctl {
-	u32 on;
-	u32 gen; /* 0 or 1: which set of drained maps is current */
+	u64 start_ns; /* counting starts at this instant ... */
+	u64 end_ns;   /* ... and stops at this one (U64_MAX while open) */
+	u32 gen;      /* 0 or 1: which set of drained maps is current */
+	u32 pad;
 };
 
 /* One happening, sent to user space only when events are asked for. */

@@ -19,6 +19,7 @@ from twtrace.kernel import (BpfStats, Kallsyms, kernel_headers_dir, preemption_m
                             prog_skipped_runs,
                             symbol_addr, vmlinux_symbols, forget_kallsyms)
 from twtrace import btf, drain as drainer
+from twtrace.window import Window
 
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 if not (BPF_DIR / "twtrace.bpf.c").exists():  # installed as package data
@@ -208,7 +209,7 @@ class Loader:
         self._drainer: Optional[drainer.Drainer] = None
         self._rt_failed = False
         self._inflight = None
-        self._window_on = 0
+        self.window = Window(self._write_control)
         self._budget = POLL_BUDGET
         self.closed_ns: Optional[int] = None  # when counting stopped (close_window)
         self._kprobe_skips_counted = kprobe_skips_counted()
@@ -345,31 +346,27 @@ class Loader:
         self._open_window()
         return f
 
-    def _open_window(self) -> None:
-        """Counting starts now: every probe is attached.  Programs check the
-        switch first, so nothing from before this instant is counted."""
-        import time
-
+    def _write_control(self, start: int, end: int) -> None:
         ctl = self.bpf["control"]
         v = ctl.Leaf()
-        v.on, v.gen = 1, 0
-        self._window_on = 1
-        self.start_ns = time.monotonic_ns()
+        v.start_ns, v.end_ns, v.gen = start, end, self.gen
         ctl[ctl.Key(0)] = v
 
+    def _open_window(self) -> None:
+        """Counting starts at start_ns, after every probe is attached; a
+        program run counts exactly when its clock reads start_ns or later."""
+        with self.reading():  # not preempted between the write and its check
+            self.window.calibrate()
+            self.start_ns = self.window.open()
+
     def close_window(self) -> int:
-        """Counting stops now; returns the instant.  After the grace period
-        every program run that counted something has also sent its event,
-        so the buffer then holds exactly what the aggregates count."""
+        """Counting stops at closed_ns; returns when that is over.  After the
+        grace period every program run that counted something has also sent
+        its event, so the buffer then holds exactly what the aggregates count."""
         import time
 
-        ctl = self.bpf["control"]
-        v = ctl.Leaf()
-        v.on, v.gen = 0, self.gen
-        self._window_on = 0
         with self.reading():
-            self.closed_ns = time.monotonic_ns()
-            ctl[ctl.Key(0)] = v
+            self.closed_ns = self.window.close()
         drainer.grace_period()
         # After the grace period: a run that saw the window open may have
         # taken its timestamp just after the switch, never after this.
@@ -587,13 +584,9 @@ class Loader:
     def drain(self) -> dict:
         """What the kernel counted since the last drain, as plain values
         (the maps are emptied), plus the cumulative counters."""
-        b = self.bpf
         old = self.gen
         self.gen ^= 1
-        ctl = b["control"]
-        v = ctl.Leaf()
-        v.on, v.gen = self._window_on, self.gen
-        ctl[ctl.Key(0)] = v
+        self.window.rewrite()
         drainer.grace_period()  # no program still writes generation `old`
         delta = self._drainer.drain(old)
         delta["stats"] = self.read_stats()

@@ -193,6 +193,11 @@ def _trace(opts, out, stop, loader, features, model) -> int:
                                  exit_status)
     summary["tasks"] += session.totals.gone_tasks  # those written and let go
     summary["closed_ns"] = loader.closed_ns  # everything before it was counted
+    summary["window_late_ns"] = loader.window.late_ns
+    if loader.window.late_ns:
+        print(f"twtrace: warning: the host stalled twtrace while it moved the counting window; "
+              f"counts within {loader.window.late_ns / 1e6:.1f} ms after start_ns or closed_ns "
+              f"may be incomplete", file=sys.stderr)
     out.write(summary)
     out.finish()
     if exit_status is not None:
