@@ -492,8 +492,13 @@ static __always_inline int add_entry(void *ctx, struct task_struct *task,
 		return 0;
 	u32 gen = c->gen;
 	struct tstate *s = state_of(task);
-	if (!s || !s->traced)
+	if (!s)
 		return 0;
+	if (!s->traced) {
+		if (s->pid == TW_SELF_PID) /* top tells what it costs, this too */
+			stat_inc(TW_ST_SELF);
+		return 0;
+	}
 	u64 w = (u64)work, func = 0;
 	/* Safe: the item cannot have run before it is queued. */
 	bpf_probe_read_kernel(&func, sizeof(func), &work->func);

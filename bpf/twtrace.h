@@ -22,7 +22,7 @@
 /* Slots of the global counter array. */
 #define TW_ST_LOST 0       /* events the ring/perf buffer had no room for */
 #define TW_ST_UNMATCHED 1  /* callbacks whose add was not seen */
-#define TW_ST_SPARE 2      /* unused */
+#define TW_ST_SELF 2       /* adds to twtrace's own threads (its closes): not traced */
 #define TW_ST_UNTIMED 3    /* callbacks that ran unprobed, settled in the kernel */
 #define TW_ST_RESYNC 4     /* task_work_run levels reset after missed returns */
 #define TW_ST_SPARE5 5     /* unused */

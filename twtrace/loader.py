@@ -53,7 +53,7 @@ FENTRY_CALLBACKS = ("____fput", "tctx_task_work")
 POLL_BUDGET = 4096  # events handled per poll at most
 RET_INSTANCES = 256  # threads that can be inside task_work_run or one callback at once
 
-TW_ST = {"lost": 0, "unmatched": 1, "untimed": 3, "resync": 4, "noret": 6,
+TW_ST = {"lost": 0, "unmatched": 1, "self": 2, "untimed": 3, "resync": 4, "noret": 6,
          "stack_collisions": 7, "stack_errors": 8}
 # Entries that did not fit, per bounded map (bpf/twtrace.h TW_ST_FULL_*).
 TW_FULL = {"inflight": 9, "tasks": 10, "aggs": 11, "hists": 12, "pairs": 13, "stacks": 14,

@@ -61,7 +61,8 @@ class Snapshotter:
         what changed, not every live task."""
         out = [{"type": "snapshot", "ts_ns": ts_ns, "seq": seq, "final": final,
                 "lost_events": stats.get("lost", 0), "evicted": full_total(stats),
-                "full": dict(stats.get("full", {})), "skipped_runs": stats.get("skipped")}]
+                "full": dict(stats.get("full", {})), "skipped_runs": stats.get("skipped"),
+                "self_adds": stats.get("self", 0)}]
         if fresh is None:
             out += self._task_lines(tot, only)
         else:
@@ -217,6 +218,7 @@ def summary_line(task_lines: List[dict], func_lines: List[dict], stats: dict, du
             "no_run_time": stats.get("noret", 0), "resync": stats.get("resync", 0),
             "stack_collisions": stats.get("stack_collisions", 0),
             "skipped_runs": stats.get("skipped"),
+            "self_adds": stats.get("self", 0),
             "interrupted": interrupted,
             "exit_status": exit_status, "complete": True}
 

@@ -133,7 +133,8 @@ class FakeSource:
     def next(self, interval):
         self.reads += 1
         g = self.groups[min(self.reads, len(self.groups)) - 1]
-        return Sample(g.snapshot, g.tasks, g.funcs, lost=2, evicted=1,
+        return Sample(dict(g.snapshot, self_adds=3 * self.reads), g.tasks, g.funcs, lost=2,
+                      evicted=1,
                       bpf={"run_time_ns": 1_500_000 * self.reads, "run_cnt": 10 * self.reads},
                       cpu_s=0.25 * self.reads)
 
@@ -155,14 +156,16 @@ def test_names_types_and_values():
         "twtrace_queue_depth_max": "gauge", "twtrace_queued_items": "gauge",
         "twtrace_lost_events": "counter", "twtrace_map_full": "counter",
         "twtrace_bpf_run_seconds": "counter", "twtrace_bpf_runs": "counter",
-        "twtrace_cpu_seconds": "counter", "twtrace_info": "gauge"}
+        "twtrace_cpu_seconds": "counter", "twtrace_self_adds": "counter",
+        "twtrace_info": "gauge"}
     first = samples()[0]
     adds = {x.labels["func"]: x.value for x in fams["twtrace_adds"].samples}
     assert adds == {f["func"]: f["adds"] for f in first.funcs}
     own = {x.name: x.value for n in ("twtrace_bpf_run_seconds", "twtrace_cpu_seconds",
-                                     "twtrace_lost_events") for x in fams[n].samples}
+                                     "twtrace_lost_events", "twtrace_self_adds")
+           for x in fams[n].samples}
     assert own == {"twtrace_bpf_run_seconds_total": 0.0015, "twtrace_cpu_seconds_total": 0.25,
-                   "twtrace_lost_events_total": 2}
+                   "twtrace_lost_events_total": 2, "twtrace_self_adds_total": 3}
     (info,) = fams["twtrace_info"].samples
     assert info.labels == {"version": "0.1.0", "kernel": "6.1.0-test", "arch": "x86_64",
                            "probe_mode": "fentry"}

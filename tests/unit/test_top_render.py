@@ -248,3 +248,23 @@ def test_json_lines_reuse_unchanged_lines_and_say_the_same():
         assert text == plain.json_text(st)
         assert [json.loads(x)["type"] for x in text.splitlines()] == ["snapshot", "task", "task"]
     assert {id(line) for line, _ in writer._cache.values()} == {id(idle), id(busy)}
+
+
+def test_items_top_caused_itself_are_shown_as_a_rate_beside_its_cost():
+    """The kernel counts adds to twtrace's own threads apart from the view;
+    the header shows their rate over the interval, and the JSON snapshot too."""
+    meta = Meta(hostname="h", start_ns=sr.START)
+    st = TopState(meta, baseline=Sample(dict(sr.snapshot(ts_ns=sr.START), self_adds=4), lost=0,
+                                        bpf={"run_time_ns": 0, "run_cnt": 0}, cpu_s=0.0))
+    st.push(Sample(dict(sr.snapshot(ts_ns=sr.START + 2_000_000_000), self_adds=10),
+                   [sr.task([1000], [10])], lost=0, evicted=0,
+                   bpf={"run_time_ns": 1000, "run_cnt": 1}, cpu_s=0.1))
+    assert st.totals.self_s == 3.0
+    assert "self 3.00/s" in draw(st)[1]
+    assert "self 3.00/s" in plain.frame(st, 80)[0].plain
+    assert plain.json_group(st)[0]["self_adds_per_s"] == 3.0
+    assert plain.json_group(st)[0]["self_adds"] == 10  # cumulative, like the other counters
+    # a recording from before they were counted: unknown, not 0
+    old = TopState(meta, baseline=Sample(sr.snapshot(ts_ns=sr.START), lost=0))
+    old.push(Sample(sr.snapshot(ts_ns=sr.START + 10**9), [sr.task([1000], [10])], lost=0))
+    assert old.totals.self_s is None and "self" not in draw(old)[1]

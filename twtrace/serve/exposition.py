@@ -94,6 +94,9 @@ def _own(agg: Aggregator) -> Iterator:
                               value=s["bpf_runs"])
     yield CounterMetricFamily("twtrace_cpu_seconds", "CPU time of the twtrace process",
                               value=s["cpu_s"])
+    yield CounterMetricFamily("twtrace_self_adds", "task_work items twtrace queued on its own "
+                              "threads (its closes), left out of every other metric",
+                              value=s["self_adds"])
     m = agg.meta
     yield InfoMetricFamily("twtrace", "what is tracing", value={
         "version": agg.version, "kernel": m.kernel, "arch": m.arch, "probe_mode": m.probe_mode})

@@ -117,7 +117,7 @@ class Aggregator:
         self.prev_tasks: Dict[Tuple, Line] = {}
         self.prev: Optional[Sample] = None
         self.scalars: Dict[str, float] = dict.fromkeys(
-            ("lost", "bpf_run_ns", "bpf_runs", "cpu_s"), 0)
+            ("lost", "bpf_run_ns", "bpf_runs", "cpu_s", "self_adds"), 0)
         self.map_full: Dict[str, int] = {}
         self.skipped: Optional[int] = None  # None until the kernel is seen counting them
         self.depth_window: Dict[Optional[str], int] = {}  # since the last scrape
@@ -166,6 +166,8 @@ class Aggregator:
     def _push_scalars(self, sample: Sample) -> None:
         prev = self.prev or Sample({})
         self.scalars["lost"] += delta(sample.lost, prev.lost)
+        self.scalars["self_adds"] += delta(sample.snapshot.get("self_adds"),
+                                           prev.snapshot.get("self_adds"))
         if sample.skipped is not None:
             self.skipped = (self.skipped or 0) + delta(sample.skipped, prev.skipped)
         if sample.bpf is not None:

@@ -50,6 +50,14 @@ def percent(part_ns: float, whole_ns: int) -> Optional[float]:
     return 100.0 * part_ns / whole_ns
 
 
+def self_adds_s(cur: Line, prev: Line, dt_ns: int) -> Optional[float]:
+    """Items twtrace queued on itself per second (its own closes, not shown
+    in the view); None for recordings made before they were counted."""
+    if cur.get("self_adds") is None:
+        return None
+    return per_second(delta(cur["self_adds"], prev.get("self_adds")), dt_ns)
+
+
 def bpf_cost_pct(cur: Optional[Mapping[str, int]], prev: Optional[Mapping[str, int]],
                  dt_ns: int) -> Optional[float]:
     """BPF run time in the interval as % of one CPU, like bpftop: the

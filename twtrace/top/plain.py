@@ -32,6 +32,8 @@ def summary_line(state: TopState) -> Text:
                 style="bold")
     if t.bpf_pct is not None or t.cpu_pct is not None:
         line.append(f" cost bpf {fmt_pct(t.bpf_pct)} cpu {fmt_pct(t.cpu_pct)}")
+        if t.self_s is not None:
+            line.append(f" self {format_rate(t.self_s)}")
     return line
 
 
@@ -61,7 +63,8 @@ def _rates(row: Optional[Row], dt_ns: int) -> Dict[str, Any]:
 def _snapshot(state: TopState) -> Dict[str, Any]:
     cur, t = state.cur, state.totals
     snap = dict(cur.snapshot, interval_ns=t.dt_ns, items_per_s=t.items_s, adds_per_s=t.adds_s,
-                callbacks_per_s=t.cb_s, bpf_pct=t.bpf_pct, cpu_pct=t.cpu_pct)
+                callbacks_per_s=t.cb_s, bpf_pct=t.bpf_pct, cpu_pct=t.cpu_pct,
+                self_adds_per_s=t.self_s)
     # counters the record format defines as integers: left out when unknown
     snap.update({k: v for k, v in (("lost_events", t.lost), ("evicted", t.evicted))
                  if v is not None})

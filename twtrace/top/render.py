@@ -87,21 +87,30 @@ def header_lines(state: TopState, width: int) -> List[Text]:
     right.append_text(replay_flag(state))
     first = _spread(left, right, width)
 
-    second = Text()
+    second = _counts_line(t, "  ")
+    if second.cell_len > width:  # 80 columns are tight: single spaces, no label, then cut
+        second = _counts_line(t, " ", cost_label="")
+    return [first, _fit(second, width), title_line(state, width)]
+
+
+def _counts_line(t, sep: str, cost_label: str = "cost: ") -> Text:
+    line = Text()
     for label, value in (("items", format_rate(t.items_s)), ("cb", format_rate(t.cb_s))):
-        second.append(f"{label} ", style="bold")
-        second.append(f"{value}  ")
-    # skipped probe runs only once there are some: 80 columns are tight
+        line.append(f"{label} ", style="bold")
+        line.append(f"{value}{sep}")
+    # skipped probe runs only once there are some
     counts = [("lost", t.lost), ("full", t.evicted), ("unmatched", t.unmatched)]
     counts += [("skipped", t.skipped)] if t.skipped else []
     for label, value in counts:
-        second.append(f"{label} ", style="bold")
-        second.append(format_count(value), style=WARN if value else "")
-        second.append("  ")
+        line.append(f"{label} ", style="bold")
+        line.append(format_count(value), style=WARN if value else "")
+        line.append(sep)
     if t.bpf_pct is not None or t.cpu_pct is not None:
-        second.append("cost: ", style="bold")
-        second.append(f"bpf {fmt_pct(t.bpf_pct)} cpu {fmt_pct(t.cpu_pct)}")
-    return [first, _fit(second, width), title_line(state, width)]
+        line.append(cost_label, style="bold")
+        line.append(f"bpf {fmt_pct(t.bpf_pct)} cpu {fmt_pct(t.cpu_pct)}")
+        if t.self_s:  # its own closes, left out of the view
+            line.append(f" self {format_rate(t.self_s)}")
+    return line
 
 
 def title_line(state: TopState, width: int) -> Text:

@@ -145,6 +145,7 @@ class Totals:
     skipped: Optional[int] = None  # probe runs the kernel skipped, since tracing began
     bpf_pct: Optional[float] = None
     cpu_pct: Optional[float] = None
+    self_s: Optional[float] = None  # items twtrace queued on itself (excluded above)
 
 
 def compute_totals(cur: Sample, prev: Sample) -> Totals:
@@ -165,7 +166,8 @@ def compute_totals(cur: Sample, prev: Sample) -> Totals:
                   unmatched=sum(f.get("unmatched", 0) for f in cur.funcs),
                   skipped=cur.skipped,
                   bpf_pct=metrics.bpf_cost_pct(cur.bpf, prev.bpf, dt),
-                  cpu_pct=metrics.cpu_pct(cur.cpu_s, prev.cpu_s, dt))
+                  cpu_pct=metrics.cpu_pct(cur.cpu_s, prev.cpu_s, dt),
+                  self_s=metrics.self_adds_s(cur.snapshot, prev.snapshot, dt))
 
 
 def make_row(key: Any, line: Line, prev: Optional[Line], dt_ns: int) -> Row:
