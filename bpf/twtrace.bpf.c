@@ -724,8 +724,6 @@ static __always_inline int cb_end(void *ctx)
 {
 	u64 now = bpf_ktime_get_ns();
 	struct tw_ctl *c = window(now);
-	if (!c)
-		return 0;
 	u64 key = bpf_get_current_task();
 	struct tstate *s = tasks.lookup(&key);
 	if (!s)
@@ -734,6 +732,13 @@ static __always_inline int cb_end(void *ctx)
 	if (!lv || lv->cb_depth == 0)
 		return 0;
 	lv->cb_depth = 0;
+	if (!c) {
+		/* Started (and counted) inside the window, ending after it closed:
+		 * its line goes out without a run time, so lines and counts agree. */
+		stat_inc(TW_ST_NORET);
+		cb_event(ctx, s, &lv->cb, 0, TW_CB_NORUN);
+		return 0;
+	}
 	struct cb_call cc = lv->cb;
 	u64 run = now - cc.ts;
 	u32 gen = c->gen;
