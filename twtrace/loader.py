@@ -18,7 +18,7 @@ from twtrace.kernel import (BpfStats, Kallsyms, kernel_headers_dir, preemption_m
                             kprobe_skips_counted, prog_recursion_guard, prog_run_stats,
                             prog_skipped_runs,
                             symbol_addr, vmlinux_symbols, forget_kallsyms)
-from twtrace import btf, drain as drainer
+from twtrace import btf, drain as drainer, eventcodec
 from twtrace.window import Window
 
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
@@ -136,17 +136,6 @@ def _cancel_is_bool(syms: Kallsyms) -> bool:
             continue
         return re.search(r"\bbool\s+task_work_cancel\s*\(", text) is not None
     return "task_work_cancel_func" in syms
-
-
-def _ev_dict(ev) -> dict:
-    return {"kind": EV_KINDS.get(ev.kind, "?"), "ts": ev.ts, "work": ev.work, "func": ev.func,
-            "queue_ns": ev.queue_ns, "dur_ns": ev.dur_ns, "tid": ev.tid, "pid": ev.pid,
-            "gen": ev.gen,
-            "adder_tid": ev.adder_tid, "adder_pid": ev.adder_pid, "ret": ev.ret,
-            "notify": ev.notify, "count": ev.count, "flags": ev.flags, "stack_id": ev.stack_id,
-            "comm": ev.comm.decode(errors="replace"),
-            "adder_comm": ev.adder_comm.decode(errors="replace"),
-            "cgroup": ev.cgroup, "adder_cgroup": ev.adder_cgroup}
 
 
 def adder_frames(frames: List[str]) -> List[str]:
@@ -506,10 +495,13 @@ class Loader:
     # -- events ------------------------------------------------------------
     def _open_events(self):
         table = self.bpf["events"]
+        decoders: List[eventcodec.Decoder] = []
 
         def handle(_ctx_or_cpu, data):
+            if not decoders:  # bcc's class for struct tw_event, known at the first event
+                decoders.append(eventcodec.Decoder(type(table.event(data)), EV_KINDS))
             if self._on_event:
-                self._on_event(_ev_dict(table.event(data)))
+                self._on_event(decoders[0](data))
             # A ring buffer filled faster than it is read would keep one poll
             # going for ever (the tracer would never reach its deadline or a
             # signal): a negative return ends the poll; the rest waits.

@@ -173,6 +173,10 @@ class Output:
     def write(self, obj: dict) -> None:
         self.f.write(json.dumps(obj, separators=(",", ":")) + "\n")
 
+    def write_text(self, line: str) -> None:
+        """A line already encoded as JSON (twtrace.eventtext)."""
+        self.f.write(line + "\n")
+
     def _still_ours(self, temp: Optional[str] = None) -> bool:
         """The temporary path still names the file we created (a rename
         or unlink must not hit a file someone swapped in)."""

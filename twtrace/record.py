@@ -143,12 +143,18 @@ def _trace(opts, out, stop, loader, features, model) -> int:
         "features": {**features.as_dict(), "stacks": opts.stacks},
     })
 
+    from twtrace.eventtext import EventText
+
+    text = EventText(fname, session.cgroups.path)
+
     def on_event(ev):
         if comm_re and not comm_re.search(ev["comm"]):
             return
         if opts.stacks and ev["kind"] == "add":
             ev["stack"] = loader.stack(ev["stack_id"])
-        out.write(model.event_line(ev, fname, loader.probed, session.cgroups.path))
+            out.write(model.event_line(ev, fname, loader.probed, session.cgroups.path))
+        else:
+            out.write_text(text(ev))
 
     loader.on_event(on_event)
     print(f"twtrace: tracing task_work ({features.probe_mode}; {features.probe_mode_reason}). "

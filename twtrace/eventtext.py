@@ -1,0 +1,80 @@
+"""Event lines as JSON text, without building and encoding a dict.
+
+`record --events` writes one line per kernel event, and json.dumps of the
+line's dict was most of its cost per event.  These templates write exactly
+the text json.dumps(model.event_line(...), separators=(",", ":")) writes
+(the unit tests hold them to that over every kind and flag), from the
+decoded event directly; strings are encoded once and remembered, since
+function names, comms and cgroup paths repeat.
+"""
+from __future__ import annotations
+
+import json
+from typing import Callable, Dict
+
+from twtrace.model import CB_MATCHED, CB_NORUN, CB_UNTIMED, notify_name
+
+CACHE_MAX = 8192  # distinct strings kept encoded; then the cache starts again
+
+_ADD = ('{"type":"add","ts_ns":%d,"work":"0x%x","func":%s,"tid":%d,"pid":%d,"comm":%s,'
+        '"adder_tid":%d,"adder_pid":%d,"adder_comm":%s,"notify":%s,"ok":%s')
+_CB = ('{"type":"callback","ts_ns":%d,"work":"0x%x","func":%s,"tid":%d,"pid":%d,"comm":%s,'
+       '"queue_ns":%s,"run_ns":%s,"timing":"%s","matched":%s')
+_CANCEL = '{"type":"cancel","ts_ns":%d,"work":"0x%x","func":%s,"tid":%d,"pid":%d}'
+_RUN = '{"type":"run","ts_ns":%d,"tid":%d,"pid":%d,"comm":%s,"callbacks":%d,"dur_ns":%d}'
+
+
+class EventText:
+    def __init__(self, fname: Callable[[int], str], cgroup: Callable[[int], str]):
+        self._fname, self._cgroup = fname, cgroup
+        self._str: Dict[str, str] = {}
+        self._funcs: Dict[int, str] = {}
+
+    def _s(self, s: str) -> str:
+        t = self._str.get(s)
+        if t is None:
+            if len(self._str) >= CACHE_MAX:
+                self._str.clear()
+            t = self._str[s] = json.dumps(s)
+        return t
+
+    def _func(self, addr: int) -> str:
+        # Not remembered by address: a late-probed function's name can
+        # change from its address to its symbol once it is found.
+        return self._s(self._fname(addr))
+
+    def __call__(self, ev: dict) -> str:
+        kind = ev["kind"]
+        if kind == "add":
+            return self._add(ev)
+        if kind == "callback":
+            return self._callback(ev)
+        if kind == "cancel":
+            return _CANCEL % (ev["ts"], ev["work"], self._func(ev["func"]), ev["tid"], ev["pid"])
+        return _RUN % (ev["ts"], ev["tid"], ev["pid"], self._s(ev["comm"]), ev["count"],
+                       ev["dur_ns"])
+
+    def _add(self, ev: dict) -> str:
+        s = self._s
+        text = _ADD % (ev["ts"], ev["work"], self._func(ev["func"]), ev["tid"], ev["pid"],
+                       s(ev["comm"]), ev["adder_tid"], ev["adder_pid"], s(ev["adder_comm"]),
+                       s(notify_name(ev["notify"])), "false" if ev["ret"] else "true")
+        if ev["cgroup"]:
+            text += ',"cgroup":' + s(self._cgroup(ev["cgroup"]))
+        if ev["adder_cgroup"]:
+            text += ',"adder_cgroup":' + s(self._cgroup(ev["adder_cgroup"]))
+        if ev["ret"]:
+            text += ',"error":%d' % ev["ret"]
+        return text + "}"
+
+    def _callback(self, ev: dict) -> str:
+        flags = ev["flags"]
+        matched, untimed = flags & CB_MATCHED, flags & CB_UNTIMED
+        queue = "%d" % ev["queue_ns"] if matched and not untimed else "null"
+        run = "null" if untimed or flags & CB_NORUN else "%d" % ev["dur_ns"]
+        text = _CB % (ev["ts"], ev["work"], self._func(ev["func"]), ev["tid"], ev["pid"],
+                      self._s(ev["comm"]), queue, run, "batch" if untimed else "exact",
+                      "true" if matched else "false")
+        if untimed:
+            text += ',"queue_ns_bounds":[%d,%d]' % (ev["queue_ns"], ev["dur_ns"])
+        return text + "}"
