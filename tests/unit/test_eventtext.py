@@ -5,6 +5,7 @@ import json
 
 from hypothesis import given, settings, strategies as st
 
+from benchmarks.eventpath import EventStruct as Ev, per_event_us
 from twtrace import model
 from twtrace.eventcodec import Decoder, layout
 from twtrace.eventtext import CACHE_MAX, EventText
@@ -49,17 +50,6 @@ def test_string_cache_is_bounded_and_still_right():
     assert len(text._str) <= CACHE_MAX
 
 
-class Ev(ct.Structure):
-    """Shaped like bcc's class for struct tw_event (u64 as c_ulonglong, ...)."""
-    _fields_ = ([(n, ct.c_ulonglong) for n in ("ts", "work", "func", "queue_ns", "dur_ns")]
-                + [(n, ct.c_uint) for n in ("kind", "tid", "pid", "gen", "adder_tid",
-                                              "adder_pid")]
-                + [("ret", ct.c_int), ("notify", ct.c_uint), ("count", ct.c_uint),
-                   ("flags", ct.c_uint), ("stack_id", ct.c_int), ("pad", ct.c_uint),
-                   ("cgroup", ct.c_ulonglong), ("adder_cgroup", ct.c_ulonglong),
-                   ("comm", ct.c_char * 16), ("adder_comm", ct.c_char * 16)])
-
-
 class Padded(ct.Structure):
     _fields_ = [("a", ct.c_ubyte), ("b", ct.c_ulonglong), ("c", ct.c_short)]
 
@@ -82,3 +72,8 @@ def test_decoding_raw_bytes_reads_what_ctypes_reads(ts, tid, ret, comm, kind):
         elif isinstance(want, bytes):
             want = want.decode(errors="replace")
         assert got[name] == want, name
+
+
+def test_the_benchmark_compares_equal_output():
+    ref = per_event_us(50)  # asserts inside that both paths wrote the same text
+    assert set(ref) == {"add", "callback"} and all(a > 0 and b > 0 for a, b in ref.values())
