@@ -7,8 +7,9 @@ drained deltas). `name(addr)` resolves a callback address to a symbol.
 """
 from __future__ import annotations
 
+import heapq
 import re
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, Iterator, List, Optional
 
 from twtrace.hist import Histogram
 from twtrace.totals import Totals
@@ -126,21 +127,13 @@ class Snapshotter:
         return out
 
     def _func_lines(self, tot: Totals) -> List[tuple]:
-        by_func: Dict[int, List[tuple]] = {}
-        for (tk, func), a in tot.aggs.items():
-            by_func.setdefault(func, []).append((tk, a))
+        pairs: Dict[int, List[tuple]] = {}
+        for k, v in tot.pairs.items():
+            pairs.setdefault(k[2], []).append((k, v))
         rows = []
-        for func in sorted(set(by_func) | set(tot.gone), key=self.fname):
-            parts = [a for _, a in by_func.get(func, [])]
-            if func in tot.gone:
-                parts.append(tot.gone[func])
-            q = Histogram().merge(tot.gone_hists.get((func, QUEUE), Histogram()))
-            r = Histogram().merge(tot.gone_hists.get((func, RUN), Histogram()))
-            for tk, _ in by_func.get(func, []):
-                q.merge(tot.hists.get((tk, func, QUEUE), Histogram()))
-                r.merge(tot.hists.get((tk, func, RUN), Histogram()))
-            adders = sorted(((k, v) for k, v in tot.pairs.items() if k[2] == func),
-                            key=lambda kv: -kv[1]["adds"])[:TOP_ADDERS]
+        for func, parts, q, r in self._func_parts(tot):
+            adders = heapq.nsmallest(TOP_ADDERS, pairs.get(func, []),
+                                     key=lambda kv: -kv[1]["adds"])
             rows.append(({
                 "type": "func", "func": self.fname(func), **_sums(parts),
                 "unmatched": sum(a["callbacks"] - a["matched"] for a in parts),
@@ -157,10 +150,39 @@ class Snapshotter:
             }, func))
         return rows
 
+    def _func_parts(self, tot: Totals) -> Iterator[tuple]:
+        """(func, its aggregates, queue and run histograms), by name."""
+        if tot.func_aggs is not None and tot.comm_re is None:
+            # kept per function as the deltas came: no walk over the tasks
+            for func in sorted(tot.func_aggs, key=self.fname):
+                yield (func, [tot.func_aggs[func]], tot.func_hists.get((func, QUEUE), Histogram()),
+                       tot.func_hists.get((func, RUN), Histogram()))
+            return
+        yield from func_parts_from_tasks(tot, self.fname)
+
 
     def _adder_cgroup(self, pair: dict) -> dict:
         cg = pair.get("adder_cgroup")
         return {"adder_cgroup": self.cgroup(cg)} if cg else {}
+
+
+def func_parts_from_tasks(tot: Totals, fname: Callable[[int], str]) -> Iterator[tuple]:
+    """_func_parts summed from every task's aggregates and the totals of
+    tasks let go: what a view (the comm filter) must do, and the reference
+    the kept per-function totals are tested against."""
+    by_func: Dict[int, List[tuple]] = {}
+    for (tk, func), a in tot.aggs.items():
+        by_func.setdefault(func, []).append((tk, a))
+    for func in sorted(set(by_func) | set(tot.gone), key=fname):
+        parts = [a for _, a in by_func.get(func, [])]
+        if func in tot.gone:
+            parts.append(tot.gone[func])
+        q = Histogram().merge(tot.gone_hists.get((func, QUEUE), Histogram()))
+        r = Histogram().merge(tot.gone_hists.get((func, RUN), Histogram()))
+        for tk, _ in by_func.get(func, []):
+            q.merge(tot.hists.get((tk, func, QUEUE), Histogram()))
+            r.merge(tot.hists.get((tk, func, RUN), Histogram()))
+        yield func, parts, q, r
 
 
 def cgroup_name(cg_id: int) -> str:

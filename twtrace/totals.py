@@ -57,6 +57,11 @@ class Totals:
         self._let_go_before: Dict[TKey, bool] = {}
         self.touched: set = set()  # tasks changed since take_touched()
         self.funcs: set = set()
+        # Per function over every task counted, kept as deltas come in, so
+        # func lines cost the functions, not the tasks (None in a view:
+        # the comm filter's totals are summed from its tasks).
+        self.func_aggs: Optional[Dict[int, dict]] = {}
+        self.func_hists: Dict[tuple, Histogram] = {}  # (func, kind)
 
     # -- intake ----------------------------------------------------------
     def apply(self, delta: dict) -> set:
@@ -67,6 +72,8 @@ class Totals:
             seen.add(func)
             tk = (tid, gen)
             late = self._late(tk)
+            if late is not False:  # in a task, or in the totals of tasks let go
+                merge_agg(self.func_aggs.setdefault(func, new_agg()), a)
             if late is not None:
                 if late:
                     merge_agg(self.gone.setdefault(func, new_agg()), a)
@@ -81,10 +88,14 @@ class Totals:
                            - a.get("cancels_matched", 0))
         for (tid, gen, func, kind), buckets in delta.get("hists", {}).items():
             tk = (tid, gen)
+            h = Histogram(buckets)
             if tk in self.tasks:
-                self.hists.setdefault((tk, func, kind), Histogram()).merge(Histogram(buckets))
+                self.hists.setdefault((tk, func, kind), Histogram()).merge(h)
             elif self._late(tk):
-                self.gone_hists.setdefault((func, kind), Histogram()).merge(Histogram(buckets))
+                self.gone_hists.setdefault((func, kind), Histogram()).merge(h)
+            else:
+                continue
+            self.func_hists.setdefault((func, kind), Histogram()).merge(h)
         for (apid, tid, gen, func), p in delta.get("pairs", {}).items():
             tk = (tid, gen)
             if tk not in self.tasks:
@@ -109,6 +120,10 @@ class Totals:
         """Items user space found to have run unseen (model.stale_items)."""
         for it in items:
             tk = (it["tid"], it["gen"])
+            if tk in self.tasks or self._late(tk):
+                agg = self.func_aggs.setdefault(it["func"], new_agg())
+                agg["callbacks"] += 1
+                agg["matched"] += 1
             if tk not in self.tasks:
                 if self._late(tk):
                     agg = self.gone.setdefault(it["func"], new_agg())
@@ -191,6 +206,7 @@ class Totals:
         out.hists = {k: v for k, v in self.hists.items() if k[0] in keep}
         out.pairs = {k: v for k, v in self.pairs.items() if k[1] in keep}
         out.stacks, out.funcs = self.stacks, self.funcs
+        out.func_aggs = None
         out.gone, out.gone_hists, out.gone_tasks = self.gone, self.gone_hists, self.gone_tasks
         return out
 
@@ -211,4 +227,7 @@ def narrowed(tot: Totals, wanted) -> Totals:
     out.stacks = {k: v for k, v in tot.stacks.items() if wanted(k[0])}
     out.gone = {f: v for f, v in tot.gone.items() if wanted(f)}
     out.gone_hists = {k: v for k, v in tot.gone_hists.items() if wanted(k[0])}
+    out.func_aggs = (None if tot.func_aggs is None
+                     else {f: v for f, v in tot.func_aggs.items() if wanted(f)})
+    out.func_hists = {k: v for k, v in tot.func_hists.items() if wanted(k[0])}
     return out
