@@ -45,6 +45,13 @@ def bucket_index(v: int) -> int:
     return (msb - (SUB_BITS - 1)) * SUB + sub
 
 
+@functools.lru_cache(maxsize=1)
+def _start_index() -> Dict[int, int]:
+    """Bucket start -> index: what records and top's rows carry are bucket
+    starts, and every tick turns thousands of them back into buckets."""
+    return {bucket_bounds(i)[0]: i for i in range(NBUCKETS)}
+
+
 def bucket_bounds(idx: int) -> Tuple[int, int]:
     """(lo, hi_exclusive) of the values that land in bucket idx."""
     idx = int(idx)
@@ -156,9 +163,15 @@ class Histogram:
     def from_pairs(cls, pairs: Iterable[Sequence[int]]) -> "Histogram":
         """Inverse of to_pairs; a lo that is not a bucket start counts in
         the bucket containing it."""
-        h = cls()
+        h, index = cls(), _start_index()
+        counts = h.counts
         for lo, n in pairs:
-            h.add(int(lo), int(n))
+            lo, n = int(lo), int(n)
+            idx = index.get(lo)
+            if idx is None or n < 0:  # not a bucket start, or refused: the long way
+                h.add(lo, n)
+            elif n:
+                counts[idx] = counts.get(idx, 0) + n
         return h
 
     def summary(self, max_ns: Optional[int] = None, sum_ns: Optional[int] = None) -> dict:

@@ -4,6 +4,9 @@ import math
 import random
 
 import pytest
+from hypothesis import given, settings, strategies as st
+
+from twtrace import hist
 
 from twtrace.hist import (
     MAX_INDEX, NBUCKETS, U64_MAX, Histogram, bucket_bounds, bucket_index, bucket_value, log2_rows,
@@ -229,3 +232,23 @@ def test_percentiles_in_one_pass_equal_each_asked_alone():
     with pytest.raises(ValueError):
         h.percentiles((99, 50))
     assert Histogram().percentiles((50, 90)) == [None, None]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.tuples(st.one_of(st.integers(0, 2**64 - 1),
+                                    st.sampled_from([hist.bucket_bounds(i)[0]
+                                                     for i in range(0, hist.NBUCKETS, 7)])),
+                          st.integers(0, 10**6)), max_size=20))
+def test_from_pairs_fast_path_buckets_as_add_does(pairs):
+    """Bucket starts take a table lookup; the result is what add() gives."""
+    slow = hist.Histogram()
+    for lo, n in pairs:
+        slow.add(lo, n)
+    assert hist.Histogram.from_pairs(pairs).counts == slow.counts
+
+
+def test_from_pairs_still_refuses_what_add_refuses():
+    with pytest.raises(ValueError):
+        hist.Histogram.from_pairs([[1024, -1]])
+    with pytest.raises(ValueError):
+        hist.Histogram.from_pairs([[2**64, 1]])
