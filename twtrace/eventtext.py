@@ -28,7 +28,6 @@ class EventText:
     def __init__(self, fname: Callable[[int], str], cgroup: Callable[[int], str]):
         self._fname, self._cgroup = fname, cgroup
         self._str: Dict[str, str] = {}
-        self._funcs: Dict[int, str] = {}
 
     def _s(self, s: str) -> str:
         t = self._str.get(s)

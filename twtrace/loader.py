@@ -19,7 +19,7 @@ from twtrace.kernel import (BpfStats, Kallsyms, kernel_headers_dir, preemption_m
                             prog_skipped_runs,
                             symbol_addr, vmlinux_symbols, forget_kallsyms)
 from twtrace import btf, drain as drainer, eventcodec
-from twtrace.window import Window
+from twtrace.window import OPEN_END, Window
 
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 if not (BPF_DIR / "twtrace.bpf.c").exists():  # installed as package data
@@ -187,7 +187,6 @@ class Loader:
         self.syms = Kallsyms.load()
         self.features = Features()
         self.lost_perf = 0
-        self.start_ns = 0
         self.gen = 0
         self._on_event: Optional[Callable[[dict], None]] = None
         self._attached_cb: Dict[int, str] = {}
@@ -200,7 +199,6 @@ class Loader:
         self._inflight = None
         self.window = Window(self._write_control)
         self._budget = POLL_BUDGET
-        self.closed_ns: Optional[int] = None  # when counting stopped (close_window)
         self._kprobe_skips_counted = kprobe_skips_counted()
 
     # -- setup -------------------------------------------------------------
@@ -335,6 +333,17 @@ class Loader:
         self._open_window()
         return f
 
+    @property
+    def start_ns(self) -> int:
+        """When counting started (0 before the window opened)."""
+        return self.window.start
+
+    @property
+    def closed_ns(self) -> Optional[int]:
+        """When counting stopped (close_window); None until then."""
+        end = self.window.end
+        return end if 0 < end < OPEN_END else None
+
     def _write_control(self, start: int, end: int) -> None:
         ctl = self.bpf["control"]
         v = ctl.Leaf()
@@ -346,7 +355,7 @@ class Loader:
         program run counts exactly when its clock reads start_ns or later."""
         with self.reading():  # not preempted between the write and its check
             self.window.calibrate()
-            self.start_ns = self.window.open()
+            self.window.open()
 
     def close_window(self) -> int:
         """Counting stops at closed_ns; returns when that is over.  After the
@@ -355,7 +364,7 @@ class Loader:
         import time
 
         with self.reading():
-            self.closed_ns = self.window.close()
+            self.window.close()
         drainer.grace_period()
         # After the grace period: a run that saw the window open may have
         # taken its timestamp just after the switch, never after this.
