@@ -165,6 +165,12 @@ struct tstate {
 	u64 last_run_ts;  /* entry of the latest task_work_run */
 	u64 last_run_end; /* return of the latest outermost task_work_run */
 	char comm[TW_COMM_LEN];
+	/* Whether the function of the task's latest self-add is probed, as of
+	 * probed_ver: a task adds to itself from one CPU at a time, so only
+	 * the task writes these. */
+	u64 pr_func;
+	u32 pr_ver;
+	u32 pr_yes;
 	u32 level; /* active task_work_run calls; beyond TW_MAX_NEST untracked */
 	u32 ncancel;
 	struct run_level lv[TW_MAX_NEST];
@@ -192,10 +198,16 @@ BPF_HASH(stacks1, struct tw_skey, u64, 8192);
 #ifdef TW_EVENTS
 #ifdef TW_RINGBUF
 BPF_RINGBUF_OUTPUT(events, TW_RINGBUF_PAGES);
+BPF_PERCPU_ARRAY(event_seq, u64, 1); /* events sent on this CPU, for the wakeups */
 #else
 BPF_PERF_OUTPUT(events);
 #endif
 #endif
+
+/* bpf_ringbuf_output's flags (uapi; enums, so not testable with #ifdef) */
+#define TW_RB_NO_WAKEUP 1
+#define TW_RB_FORCE_WAKEUP 2
+#define TW_WAKE_EVERY 64 /* a power of two */
 
 static __always_inline void stat_add(u32 slot, u64 n)
 {
@@ -239,7 +251,16 @@ static __always_inline void emit(void *ctx, struct tw_event *ev)
 {
 #ifdef TW_EVENTS
 #ifdef TW_RINGBUF
-	if (events.ringbuf_output(ev, sizeof(*ev), 0) != 0)
+	/* A wakeup per event costs the adder an irq_work and the reader a poll
+	 * per event.  One in TW_WAKE_EVERY per CPU wakes the reader, which also
+	 * reads on its own at least every 100 ms (Loader.poll); a reader that
+	 * has fallen behind is not waiting anyway. */
+	u32 z = 0;
+	u64 *seq = event_seq.lookup(&z);
+	u64 wake = TW_RB_NO_WAKEUP;
+	if (seq && ((*seq)++ & (TW_WAKE_EVERY - 1)) == 0)
+		wake = TW_RB_FORCE_WAKEUP;
+	if (events.ringbuf_output(ev, sizeof(*ev), wake) != 0)
 		stat_inc(TW_ST_LOST);
 #else
 	/* Losses here are counted by the perf buffer's own lost callback. */
@@ -482,6 +503,19 @@ static __always_inline s32 take_stack(void *ctx, u32 gen, u64 func)
 	return id;
 }
 
+static __always_inline int is_probed(struct tw_ctl *c, struct tstate *s, u64 func, int self_add)
+{
+	if (!self_add)
+		return probed.lookup(&func) != 0;
+	u32 ver = c->probed_ver;
+	if (s->pr_func != func || s->pr_ver != ver) {
+		s->pr_yes = probed.lookup(&func) != 0;
+		s->pr_func = func;
+		s->pr_ver = ver;
+	}
+	return s->pr_yes;
+}
+
 /* The whole accounting of one add, at task_work_add's entry. */
 static __always_inline int add_entry(void *ctx, struct task_struct *task,
 				     struct callback_head *work, u32 notify)
@@ -517,18 +551,27 @@ static __always_inline int add_entry(void *ctx, struct task_struct *task,
 			__sync_fetch_and_add(&a->failed_adds, 1);
 	}
 	u64 pt = bpf_get_current_pid_tgid();
-	count_pair(gen, s, func, pt);
+	int self_add = (u32)pt == s->tid;
+	/* The common case (a close queues ____fput on the closer) costs no
+	 * pair entry: user space reads the pair from the aggregate. */
+	if (self_add && a)
+		__sync_fetch_and_add(&a->own_adds, 1);
+	else
+		count_pair(gen, s, func, pt);
 	s32 stack_id = take_stack(ctx, gen, func);
 	if (!fail) {
 		struct tw_item it = {.ts = now, .func = func, .task = (u64)task, .tid = s->tid,
 				     .gen = s->gen, .pid = s->pid};
-		if (!probed.lookup(&func))
+		if (!is_probed(c, s, func, self_add))
 			it.flags = TW_IT_UNPROBED;
-		struct tw_item *old = inflight.lookup(&w);
-		if (old)
-			settle_unseen(ctx, gen, w, old, now);
-		if (inflight.update(&w, &it) != 0)
-			stat_inc(TW_ST_FULL_INFLIGHT);
+		/* One insert when the work is not in flight yet (nearly always). */
+		if (inflight.insert(&w, &it) != 0) {
+			struct tw_item *old = inflight.lookup(&w);
+			if (old)
+				settle_unseen(ctx, gen, w, old, now);
+			if (!old || inflight.update(&w, &it) != 0)
+				stat_inc(TW_ST_FULL_INFLIGHT);
+		}
 		if (it.flags & TW_IT_UNPROBED)
 			__sync_fetch_and_add(&s->unprobed, 1);
 		else

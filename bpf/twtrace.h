@@ -53,7 +53,7 @@ struct tw_ctl {
 	u64 start_ns; /* counting starts at this instant ... */
 	u64 end_ns;   /* ... and stops at this one (U64_MAX while open) */
 	u32 gen;      /* 0 or 1: which set of drained maps is current */
-	u32 pad;
+	u32 probed_ver; /* raised whenever a callback function gets a probe */
 };
 
 /* One happening, sent to user space only when events are asked for. */
@@ -105,6 +105,7 @@ struct tw_agg {
 	u64 notify_mask; /* bit n: notify mode n seen */
 	u64 max_depth;   /* the task's queue depth right after the deepest add */
 	u64 runs;        /* task_work_run calls that started a callback of this function first */
+	u64 own_adds;    /* adds by the task to itself: its (adder, target) pair, kept here */
 	u64 cgroup;      /* the task's cgroup v2 id at its latest add (else at entry creation) */
 	u32 pid;
 	u32 pad;

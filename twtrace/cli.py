@@ -69,13 +69,19 @@ def record(ctx: typer.Context,
                                                 help=PROBE_MODE_HELP),
            stacks: bool = typer.Option(False, "--stacks", help="Record the adder's kernel stack: "
                                                                "which code path queued each item."),
-           cgroup: List[str] = CGROUP_OPT) -> None:
+           cgroup: List[str] = CGROUP_OPT,
+           nice: Optional[int] = typer.Option(
+               None, "--nice", help="Niceness of the thread that reads and writes (-20..19; "
+                                    "default 19 with --events, so the host's own work keeps "
+                                    "busy CPUs and what does not fit is counted lost; "
+                                    "else unchanged).")) -> None:
     """Trace task_work and write JSON Lines: twtrace record -o FILE [-- COMMAND ARGS...]"""
     from twtrace import record as rec
 
     opts = rec.RecordOptions(output=output, duration=duration, interval=interval, events=events,
                              pids=list(pid), tids=list(tid), comm=comm, command=list(ctx.args),
-                             probe_mode=probe_mode.value, stacks=stacks, cgroups=list(cgroup))
+                             probe_mode=probe_mode.value, stacks=stacks, cgroups=list(cgroup),
+                             nice=nice)
     raise typer.Exit(rec.run(opts))
 
 

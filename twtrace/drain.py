@@ -121,7 +121,9 @@ class Drainer:
         self.retired = Batch(bpf["retired"])
 
     def drain(self, gen: int) -> dict:
-        out = {n: _convert(n, b[gen].drain()) for n, b in self.maps.items()}
+        raw = {n: b[gen].drain() for n, b in self.maps.items()}
+        out = {n: _convert(n, items) for n, items in raw.items()}
+        _self_pairs(raw["aggs"], out["pairs"])
         out["retired"] = {(k.tid, k.gen): {"depth": v.depth, "ts": v.ts}
                           for k, v in self.retired.drain()}
         return out
@@ -130,6 +132,22 @@ class Drainer:
 AGG_FIELDS = ("adds", "failed_adds", "cancels", "cancels_matched", "callbacks", "matched",
               "timed", "queue_sum", "queue_max", "run_sum", "run_max", "run_cnt",
               "notify_mask", "max_depth", "runs", "cgroup")
+
+
+def _self_pairs(aggs, pairs: dict) -> None:
+    """A task's adds to itself are counted in its aggregate, not in a pair
+    entry of their own (one map operation less per add): they become the
+    pair (its process -> itself) here, beside any other thread's adds."""
+    for k, v in aggs:
+        if not v.own_adds:
+            continue
+        cur = pairs.get((v.pid, k.tid, k.gen, k.func))
+        if cur:
+            cur["adds"] += v.own_adds
+        else:
+            pairs[(v.pid, k.tid, k.gen, k.func)] = {
+                "adds": v.own_adds, "adder_comm": v.comm.decode(errors="replace"),
+                "adder_cgroup": v.cgroup}
 
 
 def _convert(name: str, items) -> dict:

@@ -192,6 +192,7 @@ class Loader:
         self._attached_cb: Dict[int, str] = {}
         self._failed_cb: Dict[int, str] = {}
         self._fentry_cb: List[str] = []
+        self._probed_ver = 1  # tasks' cached verdicts start at 0: stale
         self.stats: Optional[BpfStats] = None
         self._stacks: Dict[int, List[str]] = {}
         self._drainer: Optional[drainer.Drainer] = None
@@ -348,6 +349,7 @@ class Loader:
         ctl = self.bpf["control"]
         v = ctl.Leaf()
         v.start_ns, v.end_ns, v.gen = start, end, self.gen
+        v.probed_ver = self._probed_ver
         ctl[ctl.Key(0)] = v
 
     def _open_window(self) -> None:
@@ -467,6 +469,11 @@ class Loader:
         m[m.Key(addr)] = ctypes.c_uint8(1)
         self._attached_cb[addr] = name
         self.features.callbacks_probed.append(name)
+        # Tasks cache whether their function is probed: the new version
+        # makes each look again.
+        self._probed_ver += 1
+        if self.window.start:
+            self.window.rewrite()
 
     def _attach_callback(self, addr: int, name: str) -> bool:
         if addr in self._attached_cb or addr in self._failed_cb:
@@ -537,7 +544,7 @@ class Loader:
         for _ in range(100000):
             self._budget = POLL_BUDGET
             if self.features.ringbuf:
-                self.bpf.ring_buffer_poll(20)
+                self.bpf.ring_buffer_consume()
             else:
                 self.bpf.perf_buffer_poll(20)
             if self._budget > 0:  # stopped short of the budget: empty
@@ -547,8 +554,12 @@ class Loader:
         if not self.cfg.events:
             return
         if self.features.ringbuf:
+            # Most events wake no one (emit in twtrace.bpf.c): the timeout
+            # is when those are read.
             self._budget = POLL_BUDGET
             self.bpf.ring_buffer_poll(timeout_ms)
+            if self._budget == POLL_BUDGET:
+                self.bpf.ring_buffer_consume()
         else:
             self.bpf.perf_buffer_poll(timeout_ms)
 

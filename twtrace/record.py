@@ -42,6 +42,20 @@ class RecordOptions:
     stacks: bool = False
     cgroups: List[str] = field(default_factory=list)  # --cgroup paths
     cgroup_ids: List[int] = field(default_factory=list)  # and descendants, by validate()
+    nice: Optional[int] = None  # None: EVENTS_NICE with --events, else unchanged
+
+
+# With --events, writing lines is most of record's work.  At this niceness a
+# host whose CPUs are all busy keeps them for its own work, and the events
+# that do not fit the buffer meanwhile are counted lost; an idle CPU still
+# writes them all.
+EVENTS_NICE = 19
+
+
+def niceness(opts: "RecordOptions") -> int:
+    if opts.nice is not None:
+        return opts.nice
+    return EVENTS_NICE if opts.events else 0
 
 
 def validate(opts: RecordOptions) -> None:
@@ -52,6 +66,7 @@ def validate(opts: RecordOptions) -> None:
     check.seconds("--interval", opts.interval, low=check.MIN_INTERVAL)
     check.choice("--probe-mode", opts.probe_mode, check.PROBE_MODES)
     check.regex("--comm", opts.comm)
+    check.count("--nice", opts.nice, low=-20, high=19)
     for pid in opts.pids:
         if not Path(f"/proc/{pid}").is_dir():
             raise UserError(f"no process with pid {pid}")
@@ -137,7 +152,7 @@ def _trace(opts, out, stop, loader, features, model) -> int:
         "kernel": platform.release(), "arch": platform.machine(),
         "hostname": socket.gethostname(), "probe_mode": features.probe_mode,
         "clock": "monotonic", "start_ns": start_ns, "events": opts.events,
-        "interval_s": opts.interval,
+        "interval_s": opts.interval, "nice": niceness(opts),
         "filters": {"pids": opts.pids, "tids": opts.tids, "comm": opts.comm,
                     "command": opts.command or None, "cgroups": opts.cgroups},
         "features": {**features.as_dict(), "stacks": opts.stacks},
@@ -167,6 +182,7 @@ def _trace(opts, out, stop, loader, features, model) -> int:
         loader.add_pid(proc.pid)  # already there: the fork tracepoint put it
         os.write(gate, b"go\n")
         os.close(gate)
+    _renice(niceness(opts))  # after the command started: it keeps the niceness it had
     deadline = start_ns + opts.duration * 1e9 if opts.duration else None
     next_snap = start_ns + opts.interval * 1e9 if opts.interval else None
     next_drain = start_ns + DRAIN_S * 1e9
@@ -209,6 +225,16 @@ def _trace(opts, out, stop, loader, features, model) -> int:
     if exit_status is not None:
         return exit_status
     return 0
+
+
+def _renice(nice: int) -> None:
+    """This thread's niceness (Linux: per thread; the signal watcher keeps its
+    own).  Map reads still run at real-time priority (Loader.reading)."""
+    if nice:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+        except OSError as e:
+            print(f"twtrace: warning: cannot set niceness {nice}: {e.strerror}", file=sys.stderr)
 
 
 def _drain(out, session, events):

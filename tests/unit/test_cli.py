@@ -33,6 +33,7 @@ def one_line_error(r, *words):
     (["record", "-o", "x", "--comm", "("], ["--comm"]),
     (["record", "-o", "/nonexistent-dir/x.jsonl"], ["cannot write"]),
     (["record", "--bogus"], ["bogus"]),
+    (["record", "-o", "x", "--nice", "20"], ["--nice"]),
     (["report", "/nonexistent.jsonl"], ["no such file"]),
     (["vm", "--kernel", "2.6"], ["no guest for kernel"]),
 ])

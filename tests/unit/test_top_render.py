@@ -1,10 +1,12 @@
 """twtrace top's screen, rendered to a recording rich Console."""
 from __future__ import annotations
 
+import io
 import json
 import re
 
 import pytest
+from rich.cells import cell_len
 from rich.console import Console
 
 import synth_record as sr
@@ -217,6 +219,26 @@ def test_plain_frame_under_80_columns(make_state):
     assert any(line.startswith("FUNC") for line in out)
     assert not any(line.startswith(">") for line in out)
     assert all(line == line.rstrip() for line in out)
+
+
+@pytest.mark.parametrize("width", [79, 40, 12])
+def test_plain_text_for_a_pipe_is_what_rich_prints(make_state, width):
+    st = make_state()
+    console = Console(file=io.StringIO(), width=width, color_system=None, force_terminal=False,
+                      highlight=False)
+    for line in plain.frame(st, width):
+        console.print(line, no_wrap=True, overflow="ellipsis")
+    text = plain.frame_text(st, width)
+    assert text == console.file.getvalue()
+    assert text.startswith(("+6.00s items 225/s" if width > 40 else "+6.00s item")) and "PID" in text
+
+
+@pytest.mark.parametrize("s", ["plain ascii line that is long", "wide 漢字漢字漢字漢字 comm", "é" * 30])
+def test_fitting_a_line_counts_cells(s):
+    for width in (8, 15, 29, 40):
+        fitted = plain._fit(s, width)
+        assert cell_len(fitted) <= width
+        assert fitted == s or fitted.endswith("…")
 
 
 def test_skipped_probe_runs_show_once_there_are_some(make_state):

@@ -1,6 +1,7 @@
 """`twtrace record` in a real kernel, against ground truth the workloads
 produce themselves (exact on their own thread and time window)."""
 import json
+from collections import Counter
 
 import pytest
 
@@ -130,6 +131,15 @@ def test_events_and_kernel_aggregates_agree(close_batch_runs):
             assert t["run_ns"]["max"] == max(c["run_ns"] for c in cbs)
     s = lines[-1]
     assert s["adds"] == len(of(lines, "add")) and s["callbacks"] == len(of(lines, "callback"))
+    # who queued on whom, against the add lines: a task's adds to itself are
+    # kept in its aggregate, other adders' in pair entries
+    listed = 0
+    for f in final(lines, "func"):
+        by_pair = Counter((a["adder_pid"], a["tid"]) for a in of(lines, "add", func=f["func"]))
+        for p in f["adders"]:
+            assert p["adds"] == by_pair[(p["adder_pid"], p["tid"])], (f["func"], p)
+            listed += p["adds"]
+    assert listed >= K * 4  # the workload's own closes at least
 
 
 def test_events_through_a_perf_buffer(vm, tmp_path):

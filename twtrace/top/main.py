@@ -110,7 +110,8 @@ def run_plain(state: TopState, source, opts: TopOptions) -> int:
     from twtrace.top import plain
 
     # Under 80 columns in a pipe, as bcc tools are.
-    console = Console(width=None if sys.stdout.isatty() else PLAIN_WIDTH, highlight=False)
+    to_pipe = not sys.stdout.isatty()
+    console = Console(width=PLAIN_WIDTH if to_pipe else None, highlight=False)
     shown = 0
     as_json = plain.JsonLines()
     due = time.monotonic() + first_wait(state, source)
@@ -125,6 +126,9 @@ def run_plain(state: TopState, source, opts: TopOptions) -> int:
                 state.push(sample)
                 if opts.json:
                     sys.stdout.write(as_json.text(state))
+                    sys.stdout.flush()
+                elif to_pipe:
+                    sys.stdout.write(plain.frame_text(state, console.width))
                     sys.stdout.flush()
                 else:
                     for line in plain.frame(state, console.width):
