@@ -40,8 +40,7 @@ def measure(kind, storm, seconds, rnd):
     finally:
         rc = tracer.stop()
     win.update(kind=kind, round=rnd, startup_s=startup, rc=rc)
-    win["progs"] = {names.get(pid, "id%d" % pid): {"run_time_ns": t, "run_cnt": n}
-                    for pid, (t, n) in win.pop("prog_deltas").items() if n}
+    win["progs"] = prog_split(win.pop("prog_deltas"), names)
     win["seen"] = _seen(kind, outfile, storm.pid, win, adds["bpftrace"])
     if os.path.exists(outfile):
         os.unlink(outfile)
@@ -83,3 +82,17 @@ def order(rnd):
     """ABAB..., reversed every other round so that drift over the run falls
     evenly on every kind."""
     return KINDS if rnd % 2 == 0 else tuple(reversed(KINDS))
+
+
+def prog_split(deltas, names):
+    """{name: run time and count} over the window.  Programs that share a name
+    (bcc names a function's fentry and fexit programs alike) are summed, so
+    their runs per item say how many there were."""
+    out = {}
+    for pid, (t, n) in sorted(deltas.items()):
+        if not n:
+            continue
+        p = out.setdefault(names.get(pid, "id%d" % pid), {"run_time_ns": 0, "run_cnt": 0})
+        p["run_time_ns"] += t
+        p["run_cnt"] += n
+    return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import os
 import platform
 import time
@@ -19,6 +20,11 @@ NR_MEMBARRIER = {"x86_64": 324, "aarch64": 283}
 MEMBARRIER_CMD_GLOBAL = 1  # synchronize_rcu() on a machine with more than one CPU
 
 
+@functools.lru_cache(maxsize=None)
+def _libc():
+    return ctypes.CDLL(None, use_errno=True)
+
+
 def grace_period() -> str:
     """Waits until every BPF program run that began before the call has
     ended; returns how.  On one CPU there is nothing to wait for: programs
@@ -26,7 +32,7 @@ def grace_period() -> str:
     kernel that does not preempt (fentry, as twtrace chooses it)."""
     nr = NR_MEMBARRIER.get(platform.machine())
     if nr is not None:
-        libc = ctypes.CDLL(None, use_errno=True)
+        libc = _libc()
         if libc.syscall(ctypes.c_long(nr), ctypes.c_int(MEMBARRIER_CMD_GLOBAL),
                         ctypes.c_uint(0), ctypes.c_int(0)) == 0:
             return "membarrier"

@@ -58,6 +58,21 @@ class Decoder:
         self.size = ctypes.sizeof(cls)
         self._kinds = kinds
 
+    @property
+    def names(self) -> List[str]:
+        """The fields of unpack()'s tuples, in order."""
+        return self._names
+
+    def unpack(self, raw: bytes) -> tuple:
+        return self._unpack(raw)
+
+    def from_tuple(self, t: tuple) -> dict:
+        ev = dict(zip(self._names, t))
+        ev["kind"] = self._kinds.get(ev["kind"], "?")
+        for name in self._texts:
+            ev[name] = ev[name].split(b"\0", 1)[0].decode(errors="replace")
+        return ev
+
     def from_bytes(self, raw: bytes) -> dict:
         ev = dict(zip(self._names, self._unpack(raw)))
         ev["kind"] = self._kinds.get(ev["kind"], "?")

@@ -10,9 +10,10 @@ function names, comms and cgroup paths repeat.
 from __future__ import annotations
 
 import json
-from typing import Callable, Dict
+from operator import itemgetter
+from typing import Callable, Dict, Sequence, Tuple
 
-from twtrace.model import CB_MATCHED, CB_NORUN, CB_UNTIMED, notify_name
+from twtrace.model import CB_MATCHED, CB_NORUN, CB_UNTIMED, hexaddr, notify_name
 
 CACHE_MAX = 8192  # distinct strings kept encoded; then the cache starts again
 
@@ -77,3 +78,68 @@ class EventText:
         if untimed:
             text += ',"queue_ns_bounds":[%d,%d]' % (ev["queue_ns"], ev["dur_ns"])
         return text + "}"
+
+    # -- straight from the unpacked tuple -----------------------------------
+    def from_tuples(self, names: Sequence[str], kinds: Dict[int, str],
+                    decode: Callable[[Tuple], dict]) -> Callable[[Tuple], str]:
+        """A function of one unpacked event (fields in the order `names`, as
+        eventcodec.Decoder unpacks them) to its line: adds and callbacks,
+        nearly every event, without a dict or a decode of their comms
+        (a comm's text is remembered by its raw bytes); the rare kinds go
+        through decode() and __call__."""
+        ix = {n: i for i, n in enumerate(names)}
+        code = {v: k for k, v in kinds.items()}
+        add_code, cb_code, kind_i = code["add"], code["callback"], ix["kind"]
+        add_f = itemgetter(*(ix[n] for n in (
+            "ts", "work", "func", "tid", "pid", "comm", "adder_tid", "adder_pid", "adder_comm",
+            "notify", "ret", "cgroup", "adder_cgroup")))
+        cb_f = itemgetter(*(ix[n] for n in (
+            "ts", "work", "func", "tid", "pid", "comm", "queue_ns", "dur_ns", "flags")))
+        raw: Dict[bytes, str] = {}
+        names_by_addr: Dict[int, str] = {}
+        s = self._s
+
+        def comm(b: bytes) -> str:
+            t = raw.get(b)
+            if t is None:
+                if len(raw) >= CACHE_MAX:
+                    raw.clear()
+                t = raw[b] = s(b.split(b"\0", 1)[0].decode(errors="replace"))
+            return t
+
+        def func(addr: int) -> str:
+            t = names_by_addr.get(addr)
+            if t is None:
+                name = self._fname(addr)
+                t = s(name)
+                if name != hexaddr(addr):  # a symbol's name stays; an address may get one
+                    if len(names_by_addr) >= CACHE_MAX:
+                        names_by_addr.clear()
+                    names_by_addr[addr] = t
+            return t
+
+        def text(t: Tuple) -> str:
+            k = t[kind_i]
+            if k == add_code:
+                ts, work, fn, tid, pid, c, atid, apid, ac, notify, ret, cg, acg = add_f(t)
+                line = _ADD % (ts, work, func(fn), tid, pid, comm(c), atid, apid, comm(ac),
+                               s(notify_name(notify)), "false" if ret else "true")
+                if cg:
+                    line += ',"cgroup":' + s(self._cgroup(cg))
+                if acg:
+                    line += ',"adder_cgroup":' + s(self._cgroup(acg))
+                if ret:
+                    line += ',"error":%d' % ret
+                return line + "}"
+            if k == cb_code:
+                ts, work, fn, tid, pid, c, q, dur, flags = cb_f(t)
+                if flags & CB_UNTIMED:
+                    return self._callback(decode(t))
+                matched = flags & CB_MATCHED
+                return _CB % (ts, work, func(fn), tid, pid, comm(c),
+                              "%d" % q if matched else "null",
+                              "null" if flags & CB_NORUN else "%d" % dur, "exact",
+                              "true" if matched else "false") + "}"
+            return self(decode(t))
+
+        return text

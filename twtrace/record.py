@@ -159,6 +159,7 @@ def _trace(opts, out, stop, loader, features, model) -> int:
     })
 
     from twtrace.eventtext import EventText
+    from twtrace.loader import EV_KINDS
 
     text = EventText(fname, session.cgroups.path)
 
@@ -171,7 +172,15 @@ def _trace(opts, out, stop, loader, features, model) -> int:
         else:
             out.write_text(text(ev))
 
-    loader.on_event(on_event)
+    if comm_re or opts.stacks:
+        loader.on_event(on_event)
+    else:  # nearly every recording: no filter or stack between the kernel and the text
+        def sink_for(dec):
+            line = text.from_tuples(dec.names, EV_KINDS, dec.from_tuple)
+            write = out.write_text
+            return lambda t: write(line(t))
+
+        loader.on_tuples(sink_for)
     print(f"twtrace: tracing task_work ({features.probe_mode}; {features.probe_mode_reason}). "
           f"{'Ctrl-C to stop.' if not opts.command else ''}", file=sys.stderr)
 

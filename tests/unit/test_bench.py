@@ -195,3 +195,11 @@ def test_pipeline_benchmark_refuses_bad_counts(args, capsys):
     with pytest.raises(SystemExit) as e:
         pipeline.main(args)
     assert e.value.code == 2 and "needs a whole number" in capsys.readouterr().err
+
+
+def test_programs_sharing_a_name_are_summed():
+    from benchmarks.windows import prog_split
+    got = prog_split({7: (100, 10), 8: (50, 10), 9: (5, 0), 10: (1, 1)},
+                     {7: "____fput", 8: "____fput", 9: "idle"})
+    assert got == {"____fput": {"run_time_ns": 150, "run_cnt": 20},
+                   "id10": {"run_time_ns": 1, "run_cnt": 1}}

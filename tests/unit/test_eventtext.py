@@ -77,3 +77,36 @@ def test_decoding_raw_bytes_reads_what_ctypes_reads(ts, tid, ret, comm, kind):
 def test_the_benchmark_compares_equal_output():
     ref = per_event_us(50)  # asserts inside that both paths wrote the same text
     assert set(ref) == {"add", "callback"} and all(a > 0 and b > 0 for a, b in ref.values())
+
+
+def _raw(ev: dict) -> bytes:
+    fields = {k: v for k, v in ev.items() if k != "kind"}
+    fields["comm"] = ev["comm"].encode()[:16]
+    fields["adder_comm"] = ev["adder_comm"].encode()[:16]
+    e = Ev(kind={v: k for k, v in KINDS.items()}[ev["kind"]], **fields)
+    return ct.string_at(ct.addressof(e), ct.sizeof(e))
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(events, min_size=1, max_size=6))
+def test_text_from_the_tuple_is_the_text_from_the_dict(evs):
+    dec = Decoder(Ev, KINDS)
+    text = EventText(fname, CGROUPS.get)
+    fast = EventText(fname, CGROUPS.get).from_tuples(dec.names, KINDS, dec.from_tuple)
+    for ev in evs + evs:  # twice: the second time from the caches
+        raw = _raw(ev)
+        assert fast(dec.unpack(raw)) == text(dec.from_bytes(raw))
+
+
+def test_an_address_is_named_again_once_its_symbol_is_known():
+    names = {}
+    dec = Decoder(Ev, KINDS)
+    fast = EventText(lambda a: names.get(a) or model.hexaddr(a), CGROUPS.get).from_tuples(
+        dec.names, KINDS, dec.from_tuple)
+    raw = _raw({"kind": "add", "ts": 1, "work": 2, "func": 0xffffffffa0001000, "queue_ns": 0,
+                "dur_ns": 0, "tid": 3, "pid": 3, "gen": 1, "adder_tid": 3, "adder_pid": 3,
+                "ret": 0, "notify": 1, "count": 0, "flags": 0, "stack_id": -1, "cgroup": 0,
+                "adder_cgroup": 0, "comm": "x", "adder_comm": "x"})
+    assert json.loads(fast(dec.unpack(raw)))["func"] == "0xffffffffa0001000"
+    names[0xffffffffa0001000] = "mod_callback"
+    assert json.loads(fast(dec.unpack(raw)))["func"] == "mod_callback"
