@@ -65,7 +65,7 @@ class SyntheticLoader:
     def probe_new_callbacks(self, funcs) -> list:
         return []
 
-    def drain(self) -> dict:
+    def drain(self, skipped: bool = True) -> dict:
         aggs: Dict[tuple, dict] = {}
         hists: Dict[tuple, dict] = {}
         pairs: Dict[tuple, dict] = {}

@@ -50,6 +50,7 @@ KNOWN_CALLBACKS = (
 # serves every function.
 FENTRY_CALLBACKS = ("____fput", "tctx_task_work")
 
+_UNREAD = object()
 POLL_BUDGET = 4096  # events handled per poll at most
 RET_INSTANCES = 256  # threads that can be inside task_work_run or one callback at once
 
@@ -190,6 +191,8 @@ class Loader:
         self.gen = 0
         self._on_event: Optional[Callable[[dict], None]] = None
         self._tuple_sink_for = None
+        self._stats_batch = None
+        self._skipped = _UNREAD
         self._on_tuple: Optional[Callable[[tuple], None]] = None
         self._attached_cb: Dict[int, str] = {}
         self._failed_cb: Dict[int, str] = {}
@@ -606,25 +609,32 @@ class Loader:
             except OSError:
                 pass
 
-    def drain(self) -> dict:
+    def drain(self, skipped: bool = True) -> dict:
         """What the kernel counted since the last drain, as plain values
-        (the maps are emptied), plus the cumulative counters."""
+        (the maps are emptied), plus the cumulative counters.  skipped=False:
+        the programs' skipped runs as last read (one fdinfo file per
+        program; a drain that shows nothing need not pay for them)."""
         old = self.gen
         self.gen ^= 1
         self.window.rewrite()
         drainer.grace_period()  # no program still writes generation `old`
         delta = self._drainer.drain(old)
-        delta["stats"] = self.read_stats()
+        delta["stats"] = self.read_stats(skipped)
         return delta
 
-    def read_stats(self) -> dict:
+    def read_stats(self, skipped: bool = True) -> dict:
         b = self.bpf
-        stats = b["stats"]
-        vals = [stats[stats.Key(i)].value for i in range(len(stats))]
+        if self._stats_batch is None:
+            self._stats_batch = drainer.Batch(b["stats"], chunk=len(b["stats"]))
+        vals = [0] * len(b["stats"])
+        for k, v in self._stats_batch.read():  # one syscall where the kernel batches arrays
+            vals[getattr(k, "value", k)] = getattr(v, "value", v)
         st = {name: vals[i] for name, i in TW_ST.items()}
         st["lost"] += self.lost_perf
         st["full"] = {name: vals[i] for name, i in TW_FULL.items()}
-        st["skipped"] = prog_skipped_runs(fn.fd for fn in list(b.funcs.values()))
+        if skipped or self._skipped is _UNREAD:
+            self._skipped = prog_skipped_runs(fn.fd for fn in list(b.funcs.values()))
+        st["skipped"] = self._skipped
         if self.features.probe_mode == "kprobe" and not self._kprobe_skips_counted:
             st["skipped"] = None  # the kernel reads 0 there: unknown, not none
         return st

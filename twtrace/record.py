@@ -210,7 +210,7 @@ def _trace(opts, out, stop, loader, features, model) -> int:
             next_snap = now + opts.interval * 1e9
             next_drain = now + DRAIN_S * 1e9
         elif now >= next_drain:  # keeps the kernel's maps small; finds new callbacks
-            _drain(out, session, opts.events)
+            _drain(out, session, opts.events, snapshot=False)
             next_drain = now + DRAIN_S * 1e9
     if proc:
         exit_status = _finish_command(proc, stop)
@@ -246,8 +246,8 @@ def _renice(nice: int) -> None:
             print(f"twtrace: warning: cannot set niceness {nice}: {e.strerror}", file=sys.stderr)
 
 
-def _drain(out, session, events):
-    batch_lines = session.read()
+def _drain(out, session, events, snapshot=True):
+    batch_lines = session.read(skipped=snapshot)
     if events:
         for line in batch_lines:
             out.write(line)

@@ -26,12 +26,13 @@ class Session:
         self.settled = 0
         self.read_ns = 0  # what the latest read() cost, wall time
 
-    def read(self) -> List[dict]:
+    def read(self, skipped: bool = True) -> List[dict]:
         """Drains the kernel into the totals; returns batch-timed callback
-        lines for the items this read settled."""
+        lines for the items this read settled.  skipped=False: a drain no
+        snapshot follows, which keeps the programs' skipped runs as last read."""
         t0 = time.monotonic_ns()
         with self.loader.reading():
-            delta = self.loader.drain()
+            delta = self.loader.drain(skipped)
             inflight = self.loader.inflight()
             runs = self.loader.task_runs({it["task"] for it in inflight.values()})
             gone = self.loader.forget_items(model.stale_items(inflight, runs))

@@ -56,7 +56,7 @@ class FakeLoader:
         self.run_time_ns += 5_000_000
         return {"run_time_ns": self.run_time_ns, "run_cnt": self.reads}
 
-    def drain(self):
+    def drain(self, skipped=True):
         """Each drain holds what happened since the last one: 10 more items."""
         self.reads += 1
 
