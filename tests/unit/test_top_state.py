@@ -88,6 +88,41 @@ def test_interval_latency_max_estimated_when_the_max_did_not_grow():
     assert metrics.interval_latency(prev, prev)["p99"] is None
 
 
+def test_interval_latency_shortcut_only_when_nothing_changed():
+    prev = sr.latency([1_000, 1_000])
+    assert metrics.interval_latency(dict(prev), prev) == metrics.interval_latency(
+        dict(prev, hist=[list(p) for p in prev["hist"]]), sr.latency([1_000, 1_000]))
+    assert metrics.interval_latency(dict(prev), prev)["count"] == 0
+    # the same count, other buckets (a counter that restarted): the long way
+    cur = sr.latency([1_000, 200_000])
+    got = metrics.interval_latency(cur, prev)
+    assert cur["count"] == prev["count"] and got["count"] == 1
+    assert abs(got["p50"] - 200_000) <= 200_000 / 32
+
+
+def test_cgroup_rows_reuse_a_cgroup_whose_lines_did_not_change():
+    from twtrace.top.state import Row, cgroup_rows
+
+    def task(tid, cg, lat):
+        return Row(key=tid, line={"tid": tid, "pid": tid, "comm": "t", "cgroup": cg, "adds": 3,
+                                  "callbacks": 3, "failed_adds": 0, "cancels": 0, "depth": 0,
+                                  "max_depth": 1, "queue_ns": sr.latency(lat),
+                                  "run_ns": sr.latency(lat)},
+                   deltas={c: 1 for c in metrics.COUNTERS}, adds_s=1.0, cb_s=1.0)
+    rows = [task(1, "/a", [1_000]), task(2, "/a", [5_000]), task(3, "/b", [9_000])]
+    cache = {}
+    first = cgroup_rows(rows, SEC, cache)
+    plain = {k: (r.line, r.deltas, r.adds_s) for k, r in cgroup_rows(rows, SEC).items()}
+    assert {k: (r.line, r.deltas, r.adds_s) for k, r in first.items()} == plain
+    again = cgroup_rows(rows, 2 * SEC, cache)  # the same line objects: reused, rates anew
+    assert {k: r.line for k, r in again.items()} == {k: v[0] for k, v in plain.items()}
+    assert again["/a"].adds_s == first["/a"].adds_s / 2
+    rows[2] = task(3, "/b", [9_000, 70_000])  # a new line: summed again
+    third = cgroup_rows(rows, SEC, cache)
+    assert third["/b"].line["queue_ns"]["count"] == 2 and third["/a"].line == plain["/a"][0]
+    assert set(cache) == {"/a", "/b"}
+
+
 def test_cost_percentages():
     assert metrics.bpf_cost_pct({"run_time_ns": 30_000_000, "run_cnt": 9},
                                 {"run_time_ns": 10_000_000, "run_cnt": 1}, SEC) == pytest.approx(2.0)

@@ -85,6 +85,8 @@ def interval_latency(cur: Line, prev: Optional[Line]) -> Dict[str, Any]:
     when the cumulative max grew in the interval; otherwise it is the
     midpoint of the highest bucket hit (capped by the cumulative max), as
     exact as the percentiles are."""
+    if prev and cur.get("count") == prev.get("count") and cur.get("hist") == prev.get("hist"):
+        return Histogram().summary()  # nothing new: what the difference below comes to
     h = _hist(cur)
     if prev:
         before = _hist(prev)

@@ -177,19 +177,33 @@ def make_row(key: Any, line: Line, prev: Optional[Line], dt_ns: int) -> Row:
                cb_s=metrics.per_second(d["callbacks"], dt_ns))
 
 
-def cgroup_rows(tasks: List[Row], dt_ns: int) -> Dict[str, Row]:
+def cgroup_rows(tasks: List[Row], dt_ns: int,
+                cache: Optional[Dict[str, tuple]] = None) -> Dict[str, Row]:
     """The cgroup view's rows from the tasks view's: counters and rates are
     sums of the tasks' (so a task that exits does not make a cgroup's count
-    go down), latencies the merged histograms of their last interval."""
+    go down), latencies the merged histograms of their last interval.
+    cache (kept by the caller across ticks): a cgroup whose task lines are
+    the very objects of the last tick (live, an unchanged line is kept) is
+    not summed again."""
     out = {}
+    kept: Dict[str, tuple] = {}
     for cg, rows in bycgroup.group([r.line for r in tasks]).items():
         mine = [r for r in tasks if bycgroup.cgroup_of(r.line) == cg]
-        line = bycgroup.summarize(cg, rows)
+        hit = (cache or {}).get(cg)
+        if hit and len(hit[0]) == len(rows) and all(a is b for a, b in zip(hit[0], rows)):
+            summed = hit[1]
+        else:
+            summed = bycgroup.summarize(cg, rows)
+        kept[cg] = (rows, summed)
+        line = dict(summed)
         line["pids"] = sorted({p for r in mine for p in (r.line["pid"], r.line["tid"])})
         d = {k: sum(r.deltas[k] for r in mine) for k in metrics.COUNTERS}
         out[cg] = CgroupRow(key=cg, line=line, deltas=d, members=mine,
                             adds_s=metrics.per_second(d["adds"], dt_ns),
                             cb_s=metrics.per_second(d["callbacks"], dt_ns))
+    if cache is not None:
+        cache.clear()
+        cache.update(kept)
     return out
 
 
@@ -226,6 +240,7 @@ class TopState:
         self.prev: Sample = baseline or _zero(meta)
         self.cur: Optional[Sample] = None
         self.totals = Totals()
+        self._cgroup_sums: Dict[str, tuple] = {}  # cgroup_rows' cache
         self.rows: Dict[str, Dict[Any, Row]] = {v: {} for v in VIEWS}
         self.view = TASKS
         self.sort = {v: 0 for v in VIEWS}
@@ -303,7 +318,8 @@ class TopState:
     def _update_cgroups(self, dt: int) -> None:
         """Cgroups age out like other rows; their rows are rebuilt each time."""
         table = self.rows[CGROUPS]
-        fresh = cgroup_rows([r for r in self.rows[TASKS].values() if not r.gone], dt)
+        fresh = cgroup_rows([r for r in self.rows[TASKS].values() if not r.gone], dt,
+                            self._cgroup_sums)
         for k, row in fresh.items():
             old = table.get(k)
             active = metrics.is_active(row.deltas, row.line)
