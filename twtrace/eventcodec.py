@@ -54,6 +54,7 @@ class Decoder:
 
     def __init__(self, cls, kinds: Dict[int, str]):
         fmt, self._names, self._texts = layout(cls)
+        self.format = fmt
         self._unpack = struct.Struct(fmt).unpack_from
         self.size = ctypes.sizeof(cls)
         self._kinds = kinds
@@ -82,3 +83,33 @@ class Decoder:
 
     def __call__(self, address) -> dict:
         return self.from_bytes(ctypes.string_at(address, self.size))
+
+
+class Framed:
+    """Records as they lie in a ring buffer's pages, `header` (a struct
+    format) and then the event, `step` bytes apart: a chunk of them is
+    unpacked by one struct.iter_unpack, the header's fields first.  Offers
+    what the tuple lane needs of a Decoder (names, from_tuple)."""
+
+    def __init__(self, dec: Decoder, header: str, step: int):
+        hdr = struct.Struct(header)
+        self._dec, self._skip = dec, len(hdr.unpack(bytes(hdr.size)))
+        body = layout_format(dec)
+        fmt = "=" + header.lstrip("=<>!@") + body
+        pad = step - struct.calcsize(fmt)
+        if pad < 0:
+            raise ValueError("records longer than their step")
+        self._iter = struct.Struct(fmt + (f"{pad}x" if pad else "")).iter_unpack
+        self.step = step
+        self.names = [f"_hdr{i}" for i in range(self._skip)] + dec.names
+
+    def iter(self, chunk: bytes):
+        return self._iter(chunk)
+
+    def from_tuple(self, t: tuple) -> dict:
+        return self._dec.from_tuple(t[self._skip:])
+
+
+def layout_format(dec: Decoder) -> str:
+    """The decoder's struct format without its byte-order mark."""
+    return dec.format.lstrip("=")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import mmap
 import os
 import re
 import threading
@@ -18,7 +19,7 @@ from twtrace.kernel import (BpfStats, Kallsyms, kernel_headers_dir, preemption_m
                             kprobe_skips_counted, prog_recursion_guard, prog_run_stats,
                             prog_skipped_runs,
                             symbol_addr, vmlinux_symbols, forget_kallsyms)
-from twtrace import btf, drain as drainer, eventcodec
+from twtrace import btf, drain as drainer, eventcodec, ringread
 from twtrace.window import OPEN_END, Window
 
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
@@ -115,9 +116,11 @@ class Features:
     cancel_bool: bool = False
     callbacks_probed: List[str] = field(default_factory=list)
     callbacks_unprobed: Dict[str, str] = field(default_factory=dict)
+    event_reader: str = ""  # with events: "ring pages" (twtrace/ringread.py) or "bcc"
 
     def as_dict(self) -> dict:
         return {"probe_mode_reason": self.probe_mode_reason, "ringbuf": self.ringbuf,
+                **({"event_reader": self.event_reader} if self.event_reader else {}),
                 "preemption": self.preemption, "recursion_guard": self.recursion_guard,
                 "add_failure_known": self.add_failure_known, "cas": self.cas,
                 "rt_reads": self.rt_reads, "task_offsets": self.task_offsets,
@@ -192,6 +195,8 @@ class Loader:
         self._on_event: Optional[Callable[[dict], None]] = None
         self._tuple_sink_for = None
         self._stats_batch = None
+        self._ring: Optional[ringread.RingReader] = None
+        self._framed: Optional[eventcodec.Framed] = None
         self._skipped = _UNREAD
         self._on_tuple: Optional[Callable[[tuple], None]] = None
         self._attached_cb: Dict[int, str] = {}
@@ -516,6 +521,17 @@ class Loader:
     # -- events ------------------------------------------------------------
     def _open_events(self):
         table = self.bpf["events"]
+        if self.features.ringbuf and ringread.supported():
+            # bcc's class for struct tw_event, from a scratch buffer: nothing is read
+            scratch = ctypes.create_string_buffer(4096)
+            dec = eventcodec.Decoder(type(table.event(ctypes.addressof(scratch))), EV_KINDS)
+            self._ring = ringread.RingReader(table.map_fd,
+                                             self.cfg.ringbuf_pages * mmap.PAGESIZE, dec.size)
+            self._framed = eventcodec.Framed(dec, ringread.HDR.format,
+                                             ringread.record_step(dec.size))
+            self.features.event_reader = "ring pages"
+            return
+        self.features.event_reader = "bcc"
         decoders: List[eventcodec.Decoder] = []
 
         def handle(_ctx_or_cpu, data):
@@ -552,10 +568,33 @@ class Loader:
         decoder names the tuple's fields and turns one into an event dict."""
         self._tuple_sink_for = sink_for
 
+    def _read_ring(self) -> int:
+        """Up to POLL_BUDGET events from the ring's pages; returns the ring
+        bytes given back."""
+        f = self._framed
+        chunk, used = self._ring.take(POLL_BUDGET * f.step)
+        self._ring.release(used)  # the records are copied out: their room can go
+        if not chunk:
+            return used
+        if self._on_tuple is None and self._tuple_sink_for:
+            self._on_tuple = self._tuple_sink_for(f)
+        if self._on_tuple:
+            sink = self._on_tuple
+            for t in f.iter(chunk):
+                sink(t)
+        elif self._on_event:
+            for t in f.iter(chunk):
+                self._on_event(f.from_tuple(t))
+        return used
+
     def drain_events(self) -> None:
         """Reads the event buffer until empty (the window is closed: nothing
         more is coming)."""
         if not self.cfg.events:
+            return
+        if self._ring is not None:
+            while self._read_ring():
+                pass
             return
         for _ in range(100000):
             self._budget = POLL_BUDGET
@@ -568,6 +607,10 @@ class Loader:
 
     def poll(self, timeout_ms: int) -> None:
         if not self.cfg.events:
+            return
+        if self._ring is not None:
+            self._ring.wait(timeout_ms)
+            self._read_ring()
             return
         if self.features.ringbuf:
             # Most events wake no one (emit in twtrace.bpf.c): the timeout
@@ -697,6 +740,9 @@ class Loader:
         return gone
 
     def close(self) -> None:
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
         if self.stats is not None:
             self.stats.close()
             self.stats = None
