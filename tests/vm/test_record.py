@@ -83,6 +83,10 @@ def test_close_range_batches_exact(close_batch_runs, mode):
         lines, truth = close_batch_runs[mode]
     header = lines[0]
     assert header["probe_mode"] == mode and header["clock"] == "monotonic"
+    # x86-64 reads the ring buffer's pages itself; elsewhere bcc's callback does
+    feats = header["features"]
+    assert feats["event_reader"] == ("ring pages" if feats["ringbuf"] and header["arch"] == "x86_64"
+                                     else "bcc")
     # task_struct's layout from the kernel's BTF wherever the kernel has it
     assert header["features"]["task_offsets"] == ("btf" if close_batch_runs["btf"] else
                                                   "headers (no kernel BTF (No such file or directory))")
