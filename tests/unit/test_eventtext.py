@@ -76,7 +76,7 @@ def test_decoding_raw_bytes_reads_what_ctypes_reads(ts, tid, ret, comm, kind):
 
 def test_the_benchmark_compares_equal_output():
     ref = per_event_us(50)  # asserts inside that both paths wrote the same text
-    assert set(ref) == {"add", "callback"} and all(a > 0 and b > 0 for a, b in ref.values())
+    assert set(ref) == {"add", "callback"} and all(min(v) > 0 for v in ref.values())
 
 
 def _raw(ev: dict) -> bytes:
