@@ -231,9 +231,22 @@ def _trace(opts, out, stop, loader, features, model) -> int:
               f"may be incomplete", file=sys.stderr)
     out.write(summary)
     out.finish()
+    warning = lost_warning(summary["lost_events"], niceness(opts))
+    if warning:
+        print(warning, file=sys.stderr)
     if exit_status is not None:
         return exit_status
     return 0
+
+
+def lost_warning(lost: int, nice: int) -> Optional[str]:
+    """What record says at its end when events did not fit the buffer."""
+    if not lost:
+        return None
+    why = (f"; record ran at niceness {nice} (--nice 0 competes with the workload for busy CPUs)"
+           if nice > 0 else "")
+    return (f"twtrace: warning: {lost} events did not fit the event buffer and are missing "
+            f"from the file (counted in its lost lines and summary){why}")
 
 
 def _renice(nice: int) -> None:

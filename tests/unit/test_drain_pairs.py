@@ -4,7 +4,7 @@ import ctypes
 from types import SimpleNamespace as NS
 
 from twtrace.drain import _self_pairs
-from twtrace.record import RecordOptions, niceness
+from twtrace.record import RecordOptions, lost_warning, niceness
 
 
 def agg(pid, own, comm=b"closer", cgroup=7):
@@ -30,3 +30,10 @@ def test_events_lower_the_niceness_unless_told():
     assert niceness(RecordOptions(output="-")) == 0
     assert niceness(RecordOptions(output="-", events=True, nice=0)) == 0
     assert niceness(RecordOptions(output="-", nice=5)) == 5
+
+
+def test_lost_events_are_said_at_the_end_with_what_to_do():
+    assert lost_warning(0, 19) is None
+    w = lost_warning(1234, 19)
+    assert w.startswith("twtrace: warning: 1234 events") and "--nice 0" in w and "\n" not in w
+    assert "--nice" not in lost_warning(5, 0)
