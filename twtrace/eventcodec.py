@@ -75,11 +75,7 @@ class Decoder:
         return ev
 
     def from_bytes(self, raw: bytes) -> dict:
-        ev = dict(zip(self._names, self._unpack(raw)))
-        ev["kind"] = self._kinds.get(ev["kind"], "?")
-        for name in self._texts:
-            ev[name] = ev[name].split(b"\0", 1)[0].decode(errors="replace")
-        return ev
+        return self.from_tuple(self._unpack(raw))
 
     def __call__(self, address) -> dict:
         return self.from_bytes(ctypes.string_at(address, self.size))
@@ -94,8 +90,7 @@ class Framed:
     def __init__(self, dec: Decoder, header: str, step: int):
         hdr = struct.Struct(header)
         self._dec, self._skip = dec, len(hdr.unpack(bytes(hdr.size)))
-        body = layout_format(dec)
-        fmt = "=" + header.lstrip("=<>!@") + body
+        fmt = "=" + header.lstrip("=<>!@") + dec.format.lstrip("=")
         pad = step - struct.calcsize(fmt)
         if pad < 0:
             raise ValueError("records longer than their step")
@@ -108,8 +103,3 @@ class Framed:
 
     def from_tuple(self, t: tuple) -> dict:
         return self._dec.from_tuple(t[self._skip:])
-
-
-def layout_format(dec: Decoder) -> str:
-    """The decoder's struct format without its byte-order mark."""
-    return dec.format.lstrip("=")
